@@ -1,0 +1,154 @@
+"""Object shapes beyond boxes, kept lazily: polygons, polylines and RLE masks.
+
+Dense masks are never stored per dataset; `RLE.decode` makes one on demand for a single object.
+Run-length encoding follows COCO (column-major, starting with a run of zeros) via pycocotools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True, eq=False)
+class Polygon:
+    """One object's polygon, possibly in several parts.
+
+    Attributes:
+        rings: tuple of ``(K, 2)`` float64 arrays of absolute ``(x, y)`` vertices, ``K >= 3``.
+    """
+
+    rings: tuple[NDArray[np.float64], ...]
+
+    @classmethod
+    def from_flat(cls, flat: list[list[float]] | list[float]) -> Polygon:
+        """From COCO style ``[[x1, y1, x2, y2, ...], ...]`` (or a single flat list)."""
+        parts = flat if flat and isinstance(flat[0], (list, tuple, np.ndarray)) else [flat]
+        rings = tuple(np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts)
+        if not rings or any(len(r) < 3 for r in rings):
+            raise ValueError(f"polygon: expected rings of at least 3 points, got {[len(r) for r in rings]}")
+        return cls(rings)
+
+    def to_flat(self) -> list[list[float]]:
+        return [r.reshape(-1).tolist() for r in self.rings]
+
+    def bbox_xyxy(self) -> NDArray[np.float64]:
+        pts = np.concatenate(self.rings)
+        return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+
+    def area(self) -> float:
+        """Shoelace area summed over the rings."""
+        total = 0.0
+        for r in self.rings:
+            x, y = r[:, 0], r[:, 1]
+            total += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+        return total
+
+    def to_rle(self, size_hw: tuple[int, int]) -> RLE:
+        from pycocotools import mask as mask_utils
+
+        h, w = size_hw
+        rles = mask_utils.frPyObjects(self.to_flat(), h, w)
+        merged = mask_utils.merge(rles)
+        return RLE(counts=merged["counts"].decode("ascii"), size_hw=(h, w))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Polygon) and len(self.rings) == len(other.rings) and all(
+            a.shape == b.shape and np.allclose(a, b) for a, b in zip(self.rings, other.rings)
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Polyline:
+    """An open line (rails in RailSem19). ``points`` is ``(K, 2)``, ``K >= 2``."""
+
+    points: NDArray[np.float64]
+
+    def bbox_xyxy(self) -> NDArray[np.float64]:
+        p = self.points
+        return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Polyline) and self.points.shape == other.points.shape and bool(
+            np.allclose(self.points, other.points)
+        )
+
+
+@dataclass(frozen=True)
+class RLE:
+    """A COCO run-length mask.
+
+    Attributes:
+        counts: compressed COCO string (as pycocotools writes it) or the uncompressed list of runs.
+        size_hw: mask height and width.
+    """
+
+    counts: str | tuple[int, ...]
+    size_hw: tuple[int, int]
+
+    @classmethod
+    def from_coco(cls, seg: dict[str, Any]) -> RLE:
+        h, w = (int(v) for v in seg["size"])
+        counts = seg["counts"]
+        if isinstance(counts, bytes):
+            counts = counts.decode("ascii")
+        if isinstance(counts, list):
+            if sum(int(c) for c in counts) != h * w:
+                raise ValueError(f"RLE: runs sum to {sum(counts)}, expected {h}x{w}={h * w}")
+            counts = tuple(int(c) for c in counts)
+        return cls(counts=counts, size_hw=(h, w))
+
+    @classmethod
+    def encode(cls, mask: NDArray[Any]) -> RLE:
+        """From a dense ``(H, W)`` mask (non-zero is foreground)."""
+        from pycocotools import mask as mask_utils
+
+        enc = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8) > 0, dtype=np.uint8))
+        return cls(counts=enc["counts"].decode("ascii"), size_hw=(mask.shape[0], mask.shape[1]))
+
+    def _compressed(self) -> dict[str, Any]:
+        from pycocotools import mask as mask_utils
+
+        h, w = self.size_hw
+        if isinstance(self.counts, str):
+            return {"size": [h, w], "counts": self.counts.encode("ascii")}
+        return mask_utils.frPyObjects({"size": [h, w], "counts": list(self.counts)}, h, w)
+
+    def decode(self) -> NDArray[np.uint8]:
+        """Dense ``(H, W)`` uint8 mask of 0 and 1."""
+        from pycocotools import mask as mask_utils
+
+        return mask_utils.decode(self._compressed())
+
+    def area(self) -> float:
+        from pycocotools import mask as mask_utils
+
+        return float(mask_utils.area(self._compressed()))
+
+    def bbox_xyxy(self) -> NDArray[np.float64]:
+        from pycocotools import mask as mask_utils
+
+        x, y, w, h = mask_utils.toBbox(self._compressed()).tolist()
+        return np.array([x, y, x + w, y + h], dtype=np.float64)
+
+    def to_coco(self, compressed: bool = True) -> dict[str, Any]:
+        """COCO ``segmentation`` dict (compressed string counts by default)."""
+        h, w = self.size_hw
+        if compressed:
+            c = self._compressed()["counts"]
+            return {"size": [h, w], "counts": c.decode("ascii") if isinstance(c, bytes) else c}
+        if isinstance(self.counts, tuple):
+            return {"size": [h, w], "counts": list(self.counts)}
+        m = self.decode().reshape(-1, order="F")
+        bounds = np.concatenate([[0], np.flatnonzero(m[1:] != m[:-1]) + 1, [m.size]])
+        runs = np.diff(bounds).astype(int).tolist()
+        if m.size and m[0] == 1:
+            runs = [0, *runs]
+        return {"size": [h, w], "counts": runs}
+
+
+Shape = Union[Polygon, Polyline, RLE]
+"""Optional per-object shape beside the box."""

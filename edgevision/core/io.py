@@ -1,0 +1,203 @@
+"""File helpers every format shares: safe paths, atomic output, image lookup, strict parsing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from edgevision.core.errors import DatasetError, EdgeVisionError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""Image file extensions readers look for (compared lower-case)."""
+
+ImageMode = Literal["copy", "symlink", "none"]
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTS
+
+
+def safe_relpath(name: str, where: str) -> str:
+    """Normalize a file name from an annotation into a relative POSIX path inside the dataset.
+
+    Backslashes (Windows tools) become slashes; ``./`` is dropped.
+
+    Raises:
+        DatasetError: for an absolute path, a drive letter or a ``..`` that escapes the root.
+    """
+    raw = name.strip().replace("\\", "/")
+    if not raw:
+        raise DatasetError("empty file name", where=where, code="path_empty")
+    p = PurePosixPath(raw)
+    if p.is_absolute() or (len(raw) > 1 and raw[1] == ":"):
+        raise DatasetError(f"file name '{name}' is absolute; expected a path relative to the dataset root",
+                           where=where, code="path_escape")
+    parts: list[str] = []
+    for part in p.parts:
+        if part == "..":
+            if not parts:
+                raise DatasetError(f"file name '{name}' escapes the dataset root", where=where, code="path_escape")
+            parts.pop()
+        elif part not in (".", ""):
+            parts.append(part)
+    return "/".join(parts)
+
+
+def safe_join(root: Path, name: str, where: str) -> Path:
+    """``root / name`` after `safe_relpath` (never outside ``root``)."""
+    return root / safe_relpath(name, where)
+
+
+class ImageIndex:
+    """Finds image files in a folder tree by name, forgiving the quirks of real annotation files.
+
+    Lookup order: exact relative path; same name in any indexed folder; case-insensitive name;
+    same stem with any image extension (a VOC ``<filename>`` without ``.jpg``, or ``.JPG`` vs
+    ``.jpg``). Ambiguous matches are not guessed.
+    """
+
+    def __init__(self, *roots: Path) -> None:
+        self.roots = [r for r in roots if r.is_dir()]
+        self._by_name: dict[str, list[Path]] = {}
+        self._by_lower: dict[str, list[Path]] = {}
+        self._by_stem: dict[str, list[Path]] = {}
+        for root in self.roots:
+            for p in sorted(root.rglob("*")):
+                if p.is_file() and is_image(p):
+                    self._by_name.setdefault(p.name, []).append(p)
+                    self._by_lower.setdefault(p.name.lower(), []).append(p)
+                    self._by_stem.setdefault(p.stem.lower(), []).append(p)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_name.values())
+
+    def all(self) -> list[Path]:
+        return sorted(p for v in self._by_name.values() for p in v)
+
+    def find(self, name: str) -> Path | None:
+        rel = name.replace("\\", "/")
+        for root in self.roots:
+            p = root / rel
+            if p.is_file():
+                return p
+        base = PurePosixPath(rel).name
+        for table, key in ((self._by_name, base), (self._by_lower, base.lower()),
+                           (self._by_stem, PurePosixPath(base).stem.lower() if is_image(Path(base)) else base.lower())):
+            hits = table.get(key, [])
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                return None
+        return None
+
+
+def read_image_size(path: Path, where: str | None = None) -> tuple[int, int]:
+    """Image ``(height, width)`` from the file header, without decoding the pixels.
+
+    The stored size is returned (EXIF orientation is not applied; `validate` reports it).
+
+    Raises:
+        DatasetError: when the file is missing or is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise DatasetError(f"image file not found: {path}", where=where or str(path), code="image_missing") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DatasetError(f"image is not readable ({e.__class__.__name__}): {path}",
+                           where=where or str(path), code="image_corrupt") from e
+    return int(h), int(w)
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file; a truncated or malformed file gives a one-line `DatasetError`."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError("file not found", where=str(path), code="file_missing") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                           where=str(path), code="json_malformed") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"not UTF-8 text: {e.reason}", where=str(path), code="json_malformed") from e
+
+
+def parse_xml(path: Path) -> Any:
+    """Parse an XML file with defusedxml (no entity expansion, no external entities).
+
+    Returns:
+        The root ``Element``.
+
+    Raises:
+        DatasetError: for a missing, truncated, malformed or unsafe file.
+    """
+    import xml.etree.ElementTree as ET
+
+    import defusedxml.ElementTree as DET
+    from defusedxml import DefusedXmlException
+
+    try:
+        return DET.parse(str(path), forbid_dtd=False).getroot()
+    except FileNotFoundError:
+        raise DatasetError("file not found", where=str(path), code="file_missing") from None
+    except DefusedXmlException as e:
+        raise DatasetError(f"unsafe XML refused ({e.__class__.__name__})", where=str(path), code="xml_unsafe") from e
+    except ET.ParseError as e:
+        raise DatasetError(f"malformed XML: {e}", where=str(path), code="xml_malformed") from e
+
+
+def place_image(src: Path | None, dst: Path, mode: ImageMode) -> bool:
+    """Copy or symlink an image into an output dataset.
+
+    Returns:
+        True when a file was placed; False for ``mode="none"`` or a missing source.
+    """
+    if mode == "none" or src is None or not src.is_file():
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "copy":
+        shutil.copyfile(src, dst)
+    elif mode == "symlink":
+        os.symlink(src.resolve(), dst)
+    else:
+        raise EdgeVisionError(f"--images: expected copy, symlink or none, got '{mode}'")
+    return True
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out``; on success it becomes ``out``, on failure it vanishes.
+
+    Raises:
+        OutputExistsError: when ``out`` exists and ``overwrite`` is False.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: output already exists; choose another path or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    else:
+        os.replace(tmp, out)
