@@ -1,0 +1,331 @@
+"""Helpers shared by the per-image annotation readers (VOC, LabelMe, CVAT).
+
+They cover what every such reader does the same way: find the image an annotation names (forgiving
+the quirks of real files and saying which), settle the image size (declared vs. file header), check
+and add boxes under the error policy, collect class names, parse attribute values, and decide what
+to do with images that have no annotation file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from edgevision.core.boxes import box_problems
+from edgevision.core.dataset import ImageRecord, LabelMap, ObjectList
+from edgevision.core.errors import DatasetError
+from edgevision.core.io import ImageIndex, is_image, read_image_size, safe_relpath
+from edgevision.core.report import Report
+
+T = TypeVar("T")
+
+Unannotated = Literal["ignore", "background"]
+"""What a reader does with an image that no annotation file names."""
+
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                  "test": "test", "testing": "test"}
+
+
+def normalize_split(name: str | None) -> str | None:
+    """Canonical split name: ``Train``/``training`` -> ``train``, ``Validation`` -> ``val``, ...
+
+    CVAT's ``default`` subset and an empty name mean "no split" (None); other names are kept as given.
+    """
+    if name is None or not name.strip() or name.strip().lower() == "default":
+        return None
+    return _SPLIT_ALIASES.get(name.strip().lower(), name.strip())
+
+
+def split_from_folder(folder: str) -> str | None:
+    """The split a folder name stands for (``train``, ``val``/``valid``/``validation``, ``test``), else None."""
+    return _SPLIT_ALIASES.get(folder.strip().lower())
+
+
+def scalar_value(text: str | None) -> bool | int | float | str:
+    """An attribute value from XML text: ``true``/``false`` -> bool, numbers -> int/float, else str."""
+    raw = (text or "").strip()
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)  # type: ignore[operator,no-any-return]
+        except ValueError:
+            pass
+    return raw
+
+
+def flag_value(text: str | None) -> bool | str:
+    """A VOC/CVAT 0/1 flag (``difficult``, ``truncated``, ``occluded``) as bool; other text kept as str."""
+    v = scalar_value(text)
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    return str(v)
+
+
+def describe_mismatch(requested: str, found_rel: str) -> str | None:
+    """How an annotation's file name differs from the file found, or None when it matches exactly.
+
+    Args:
+        requested: the normalized name from the annotation (POSIX, relative).
+        found_rel: the found file's path relative to its image folder.
+    """
+    if requested == found_rel:
+        return None
+    base, found = PurePosixPath(requested).name, PurePosixPath(found_rel).name
+    if base == found:
+        return "a path instead of the file name" if "/" in requested else "the file is in another folder"
+    if base.lower() == found.lower():
+        return "a different letter case"
+    if not is_image(Path(base)):
+        return "a missing file extension"
+    return "a different file extension"
+
+
+@dataclass
+class ImageFinder:
+    """Finds the images annotations name inside some image folders, and hands out unique record names.
+
+    One finder per dataset: a record name is the image's path relative to the folder it was found
+    in; two folders holding the same relative name get the folder name as prefix.
+    """
+
+    report: Report
+    _claimed: dict[Path, str] = field(default_factory=dict)
+    _names: set[str] = field(default_factory=set)
+
+    def find(self, index: ImageIndex, requested: str | None, fallback: str | None, where: str) -> Path | None:
+        """The image for an annotation: by its file name, else by ``fallback`` (the annotation's stem).
+
+        Records an ``image_name_quirk`` info finding when the name did not match the file exactly,
+        and ``image_fallback`` when the fallback name found it.
+        """
+        first = index.find(requested) if requested else None
+        if first is not None and first not in self._claimed:
+            quirk = describe_mismatch(requested or "", self._relative(index, first))
+            if quirk:
+                self.report.info("image_name_quirk", where,
+                                 f"file name '{requested}' has {quirk}; matched image '{first.name}'")
+            return first
+        p = index.find(fallback) if fallback else None
+        if p is not None and p not in self._claimed:
+            what = f"image '{requested}'" if requested else "the image file name"
+            why = f"is already annotated by {self._claimed[first]}" if first is not None else "was not found"
+            self.report.info("image_fallback", where,
+                             f"{what} {why}; used '{p.name}', named after the annotation file")
+            return p
+        return first
+
+    def claim(self, path: Path | None, name: str, index: ImageIndex | None, where: str) -> str:
+        """Reserve ``path`` and return a unique record name (``name`` or a folder-prefixed variant).
+
+        Raises:
+            DatasetError: (through the report) when another annotation already claimed the image.
+        """
+        if path is not None:
+            if path in self._claimed:
+                self.report.error("image_duplicate", where,
+                                  f"image '{path.name}' is already annotated by {self._claimed[path]}; "
+                                  "expected one annotation file per image")
+            self._claimed[path] = where
+            name = self._relative(index, path) if index is not None else name
+        unique = name
+        if unique in self._names and path is not None:
+            unique = f"{path.parent.name}/{name}"
+        k = 2
+        while unique in self._names:
+            unique, k = f"{PurePosixPath(name).with_suffix('')}_{k}{PurePosixPath(name).suffix}", k + 1
+        self._names.add(unique)
+        return unique
+
+    def is_claimed(self, path: Path) -> bool:
+        return path in self._claimed
+
+    @staticmethod
+    def _relative(index: ImageIndex | None, path: Path) -> str:
+        s = str(path)
+        for root in index.roots if index is not None else []:
+            prefix = str(root) + os.sep
+            if s.startswith(prefix):
+                return s[len(prefix):].replace(os.sep, "/")
+        return path.name
+
+
+def safe_name(raw: str, where: str, report: Report, base: str = "") -> str | None:
+    """`safe_relpath` under the report's policy: a name escaping the root is a ``path_escape`` error.
+
+    Args:
+        raw: the file name as the annotation writes it.
+        base: folder (relative to the dataset root) that a relative ``raw`` is relative to.
+
+    Returns:
+        The normalized name, or None when it was rejected (and the policy keeps going).
+    """
+    norm = raw.strip().replace("\\", "/")
+    if base and not (norm.startswith("/") or norm[1:2] == ":"):
+        norm = f"{base}/{norm}"
+    try:
+        return safe_relpath(norm, where)
+    except DatasetError as e:
+        report.error(e.code or "path_escape", where, f"{e.detail}; use a name relative to the dataset")
+        return None
+
+
+def settle_size(declared_hw: tuple[int, int] | None, image: Path | None, where: str, report: Report,
+                *, check: bool = True) -> tuple[int, int] | None:
+    """The image size to use: the file header's when the image exists, else the declared one.
+
+    A missing or zero declared size is read from the header (``size_from_image`` info); a declared
+    size that disagrees with the header is a ``size_mismatch`` warning (the header wins, since the
+    boxes are in the pixels of the real image). ``check=False`` trusts a declared size.
+
+    Returns:
+        ``(height, width)``, or None when neither is known (an ``image_missing`` error was reported).
+    """
+    valid = declared_hw is not None and declared_hw[0] > 0 and declared_hw[1] > 0
+    if image is None:
+        if valid:
+            return declared_hw
+        report.error("image_missing", where, "image file not found and no image size is given; "
+                                              "add the image or its width/height")
+        return None
+    if valid and not check:
+        return declared_hw
+    try:
+        real = read_image_size(image, where)
+    except DatasetError as e:
+        report.error(e.code or "image_corrupt", where, e.detail)
+        return declared_hw if valid else None
+    if not valid:
+        report.info("size_from_image", where, f"image size missing or zero; read {real[1]}x{real[0]} from {image.name}")
+    elif declared_hw != real:
+        report.warning("size_mismatch", where,
+                       f"declared size {declared_hw[1]}x{declared_hw[0]} (WxH) but {image.name} is "
+                       f"{real[1]}x{real[0]}; using the image's size")
+    return real
+
+
+class CheckedObjects(ObjectList):
+    """An `ObjectList` that remembers where each object came from and checks all boxes at once."""
+
+    def __init__(self, size_hw: tuple[int, int] | None, report: Report) -> None:
+        super().__init__()
+        self.size_hw, self.report = size_hw, report
+        self.wheres: list[str] = []
+
+    def add_at(self, where: str, box_xyxy: ArrayLike, class_id: int, **kwargs: Any) -> None:
+        """Add one object found at ``where`` (file and object, for messages)."""
+        self.wheres.append(where)
+        self.add(box_xyxy, class_id, **kwargs)
+
+    def checked_record(self, name: str, **kwargs: Any) -> ImageRecord:
+        """Check every box with `box_problems` (errors under the policy), then make the record."""
+        for i, code, msg in box_problems(self.boxes, self.size_hw):
+            self.report.error(code, self.wheres[i], f"{msg}; fix or remove the object")
+        assert self.size_hw is not None
+        return self.record(name, self.size_hw, **kwargs)
+
+
+class ClassCollector:
+    """Class ids for names as a reader meets them.
+
+    With ``given`` the order is that list and other names are ``class_unknown`` errors; without it
+    classes are discovered and `finish` orders them alphabetically (remapping the records' ids).
+    """
+
+    def __init__(self, given: list[str] | None) -> None:
+        self.given = given is not None
+        self.names: list[str] = list(given or [])
+        self._ids = {n: i for i, n in enumerate(self.names)}
+
+    def id_of(self, name: str, where: str, report: Report) -> int | None:
+        """The id of ``name``; None (after reporting) for an unknown name when the list is given."""
+        if name in self._ids:
+            return self._ids[name]
+        if self.given:
+            from edgevision.core.errors import UnknownNameError
+
+            report.error("class_unknown", where, f"{UnknownNameError('class', name, self.names)} "
+                                                 "Add it to the 'classes' option or fix the label")
+            return None
+        self._ids[name] = len(self.names)
+        self.names.append(name)
+        return self._ids[name]
+
+    def finish(self, records: list[ImageRecord]) -> LabelMap:
+        """The label map; discovered classes are sorted and every record's ids remapped in place."""
+        if self.given:
+            return LabelMap(list(self.names))
+        order = sorted(range(len(self.names)), key=lambda i: self.names[i])
+        remap = np.empty(len(order), dtype=np.int64)
+        remap[order] = np.arange(len(order))
+        for r in records:
+            if len(r):
+                r.class_ids = remap[r.class_ids]
+        return LabelMap([self.names[i] for i in order])
+
+
+def unannotated_images(index: ImageIndex, finder: ImageFinder, mode: Unannotated, where: str,
+                       report: Report, split: str | None = None) -> list[ImageRecord]:
+    """Records for the images of ``index`` that no annotation claimed.
+
+    ``mode="background"`` keeps them as background records (size from the header); ``"ignore"``
+    leaves them out. Either way one ``image_unannotated`` info finding counts them.
+    """
+    orphans = [p for p in index.all() if not finder.is_claimed(p)]
+    if not orphans:
+        return []
+    fate = ("kept as background images" if mode == "background"
+            else "ignored (set the option unannotated_images: background to keep them as background images)")
+    report.info("image_unannotated", where, f"{len(orphans)} image(s) have no annotation file, e.g. "
+                                            f"'{orphans[0].name}'; {fate}")
+    if mode != "background":
+        return []
+
+    def background(p: Path) -> ImageRecord | None:
+        size = settle_size(None, p, str(p), report)
+        return None if size is None else ImageRecord(finder.claim(p, p.name, index, str(p)), size, path=p, split=split)
+
+    return read_each(orphans, str, background, report)
+
+
+def read_each(items: Iterable[T], where: Callable[[T], str], read_one: Callable[[T], ImageRecord | None],
+              report: Report) -> list[ImageRecord]:
+    """``read_one`` on each item inside `Report.guard`: records of the items that survived the policy."""
+    records = []
+    for item in items:
+        g = report.guard(where(item))
+        with g:
+            rec = read_one(item)
+        if g.ok and rec is not None:
+            records.append(rec)
+    return records
+
+
+def load_or_report(loader: Any, path: Path, report: Report) -> Any:
+    """``loader(path)`` (`load_json`, `parse_xml`); a malformed file is reported, giving None."""
+    try:
+        return loader(path)
+    except DatasetError as e:
+        report.error(e.code or "file_malformed", e.where or str(path), e.detail)
+        return None
+
+
+def head_matches(path: Path, pattern: bytes, size: int = 4096) -> bool:
+    """True when the first ``size`` bytes of ``path`` match the regex ``pattern`` (cheap format sniffing)."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(size)
+    except OSError:
+        return False
+    return re.search(pattern, head) is not None
