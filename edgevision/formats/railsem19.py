@@ -1,0 +1,263 @@
+"""RailSem19 frame JSON (read only).
+
+Layout: ``rs19_val/jsons/rs00000.json`` beside ``rs19_val/jpgs/rs00000.jpg``; pass ``rs19_val``
+(its parent, the ``jsons`` folder or one JSON file also work). One file per frame::
+
+    {"frame": "rs00000", "imgHeight": 1080, "imgWidth": 1920,
+     "objects": [{"label": "track-signal-front", "boundingbox": [x1, y1, x2, y2]},
+                 {"label": "pole", "polygon": [[x, y], ...]},
+                 {"label": "guardrail", "polyline": [[x, y], ...]},
+                 {"label": "rail", "polyline-pair": [[[x, y], ...], [[x, y], ...]]}]}
+
+Objects:
+    * ``boundingbox`` -> a box, taken as continuous ``xyxy`` pixel edges as written;
+    * ``polygon`` -> a `Polygon` and its box;
+    * ``polyline`` and ``polyline-pair`` (rails, guard rails) are lines, not regions: skipped by
+      default (one ``polyline_skipped`` info finding counts them); with ``polylines: keep`` each
+      line becomes a `Polyline` with the box of its extent (a pair gives two objects with the
+      attribute ``rail`` = ``left`` / ``right``). A line's extent with
+      zero width or height is widened to 1 pixel (counted in one info finding) so the box is valid.
+
+The image size comes from ``imgHeight`` / ``imgWidth`` (the image header when they are missing).
+The option ``classes`` keeps only the listed labels, in that order (others are counted in one
+``class_skipped`` info finding); by default every label met is a class, sorted by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgevision.core.boxes import points_to_xyxy
+from edgevision.core.dataset import Dataset, ImageRecord
+from edgevision.core.geometry import Polygon, Polyline
+from edgevision.core.io import ImageIndex, load_json, safe_relpath
+from edgevision.core.report import Report
+from edgevision.formats import register_format
+from edgevision.formats._readkit import CheckedObjects, ClassCollector, load_or_report, safe_name, settle_size
+from edgevision.formats.base import Detection, Format, Options
+
+log = logging.getLogger(__name__)
+
+_GEOMETRY = ("boundingbox", "polygon", "polyline", "polyline-pair")
+
+
+class RailSem19ReadOptions(Options):
+    """Reader options for ``railsem19``.
+
+    Attributes:
+        polylines: ``skip`` rails and other lines (counted), or ``keep`` them as `Polyline` objects.
+        classes: labels to keep, in id order; default every label, sorted.
+        json_dir: folder of the frame JSONs, relative to the dataset folder.
+        image_dir: folder of the images, relative to the dataset folder.
+    """
+
+    polylines: Literal["skip", "keep"] = "skip"
+    classes: list[str] | None = None
+    json_dir: str = "jsons"
+    image_dir: str = "jpgs"
+
+
+def _is_frame(data: Any) -> bool:
+    return isinstance(data, dict) and "frame" in data and isinstance(data.get("objects"), list)
+
+
+def _points(raw: Any, least: int) -> NDArray[np.float64]:
+    """``(K, 2)`` points from ``[[x, y], ...]``.
+
+    Raises:
+        ValueError: not a list of numeric pairs, non-finite values, or fewer than ``least`` points.
+    """
+    try:
+        pts = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("expected a list of [x, y] number pairs") from None
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"expected a list of [x, y] pairs, got an array of shape {pts.shape}")
+    if len(pts) < least:
+        raise ValueError(f"expected at least {least} points, got {len(pts)}")
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("points hold a non-finite value")
+    return pts
+
+
+def _box(raw: Any) -> NDArray[np.float64]:
+    """``[x1, y1, x2, y2]`` as a ``(4,)`` array.
+
+    Raises:
+        ValueError: not a list of four numbers.
+    """
+    try:
+        box = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.shape != (4,):
+        raise ValueError(f"expected [x1, y1, x2, y2], got {str(raw)[:60]}")
+    return box
+
+
+@dataclass
+class _Reader:
+    """State of one read."""
+
+    opts: RailSem19ReadOptions
+    report: Report
+    index: ImageIndex
+    classes: ClassCollector = field(init=False)
+    skipped: Counter[str] = field(default_factory=Counter)
+    widened: int = 0
+
+    def __post_init__(self) -> None:
+        self.classes = ClassCollector(self.opts.classes)
+
+    def read_file(self, path: Path) -> ImageRecord | None:
+        where, report = str(path), self.report
+        data = load_or_report(load_json, path, report)
+        if data is None:
+            return None
+        if not _is_frame(data):
+            report.error("json_not_railsem19", where, "expected a RailSem19 frame object with 'frame' and an "
+                                                      "'objects' list")
+            return None
+        frame = safe_name(str(data["frame"]), where, report)
+        image = self.index.find(f"{frame}.jpg") if frame else None  # any extension matches by stem
+        if image is None:
+            report.error("image_missing", where, f"image for frame '{data['frame']}' not found; expected "
+                                                 f"{self.opts.image_dir}/{data['frame']}.jpg")
+            return None
+        declared = (data.get("imgHeight"), data.get("imgWidth"))
+        valid = all(isinstance(v, int) and v > 0 for v in declared)
+        size = settle_size(declared if valid else None, image, where, report, check=False)  # type: ignore[arg-type]
+        if size is None:
+            return None
+        objs = CheckedObjects(size, report)
+        for i, obj in enumerate(data["objects"]):
+            self._object(obj, f"{where}:objects[{i}]", objs)
+        return objs.checked_record(image.relative_to(self.index.roots[0]).as_posix(), path=image,
+                                   meta={"frame": str(data["frame"])})
+
+    def _object(self, obj: Any, where: str, objs: CheckedObjects) -> None:
+        report = self.report
+        label = obj.get("label") if isinstance(obj, dict) else None
+        kind = next((k for k in _GEOMETRY if isinstance(obj, dict) and k in obj), None)
+        if not isinstance(label, str) or not label or kind is None:
+            report.error("object_malformed", where, f"expected an object with a 'label' and one of {list(_GEOMETRY)}, "
+                                                    f"got keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+            return
+        if self.opts.classes is not None and label not in self.opts.classes:
+            self.skipped[f"class '{label}'"] += 1
+            return
+        if kind.startswith("polyline") and self.opts.polylines == "skip":
+            self.skipped[kind] += 1
+            return
+        try:
+            shapes = self._shapes(kind, obj[kind])
+        except ValueError as e:
+            report.error("shape_malformed", where, f"'{kind}': {e}")
+            return
+        cid = self.classes.id_of(label, where, report)
+        if cid is None:
+            return
+        for box, shape, attrs in shapes:
+            objs.add_at(where, box, cid, shape=shape, attributes=attrs)
+
+    def _shapes(self, kind: str, raw: Any) -> list[tuple[NDArray[np.float64], Polygon | Polyline | None, dict[str, Any]]]:
+        """``(box, shape, attributes)`` per object an entry gives (two for a polyline pair)."""
+        if kind == "boundingbox":
+            return [(_box(raw), None, {})]
+        if kind == "polygon":
+            poly = Polygon((_points(raw, 3),))
+            return [(poly.bbox_xyxy(), poly, {})]
+        if kind == "polyline":
+            return [self._line(_points(raw, 2), {})]
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise ValueError("expected a pair [left rail points, right rail points]")
+        return [self._line(_points(side, 2), {"rail": name}) for side, name in zip(raw, ("left", "right"), strict=True)]
+
+    def _line(self, pts: NDArray[np.float64], attrs: dict[str, Any]) -> tuple[NDArray[np.float64], Polyline, dict[str, Any]]:
+        box = points_to_xyxy(pts)[0]
+        flat = box[2:] - box[:2] <= 0
+        if flat.any():
+            self.widened += 1
+            box[2:] += flat
+        return box, Polyline(pts), attrs
+
+    def finish_notes(self, where: str) -> None:
+        if self.skipped:
+            hint = "set polylines: keep to read lines" if any(k.startswith("polyline") for k in self.skipped) else ""
+            self.report.info("object_skipped", where, f"skipped {sum(self.skipped.values())} objects: "
+                                                      f"{dict(self.skipped)}{'; ' + hint if hint else ''}")
+        if self.widened:
+            self.report.info("polyline_box_widened", where, f"{self.widened} straight horizontal/vertical lines got "
+                                                            "a box 1 pixel wide/high")
+
+
+def _layout(path: Path, opts: RailSem19ReadOptions) -> tuple[Path, list[Path]] | None:
+    """The dataset root and the frame JSON files for ``path``, or None when there are none.
+
+    ``path`` may be the dataset folder (``rs19_val``), its parent, its ``json_dir`` or one file.
+    """
+    json_dir = safe_relpath(opts.json_dir, "json_dir")
+    parts = PurePosixPath(json_dir).parts
+
+    def root_above(folder: Path) -> Path | None:
+        """The dataset root when ``folder`` is its ``json_dir``."""
+        return folder.parents[len(parts) - 1] if parts and folder.parts[-len(parts):] == parts else None
+
+    if path.is_file():
+        return root_above(path.parent) or path.parent, [path]
+    for root in (path, path / "rs19_val", root_above(path)):
+        files = sorted(p for p in (root / json_dir).glob("*.json") if p.is_file()) if root is not None else []
+        if root is not None and files:
+            return root, files
+    return None
+
+
+class RailSem19Format(Format):
+    """RailSem19 frame JSONs: boxes, polygons and (optionally) rail polylines."""
+
+    name = "railsem19"
+    description = "RailSem19 frame JSONs (jsons/*.json + jpgs/): boxes, polygons, optional rail polylines"
+    ReadOptions = RailSem19ReadOptions
+    can_read = True
+    can_write = False
+
+    def detect(self, path: Path) -> Detection | None:
+        found = _layout(path, RailSem19ReadOptions())
+        if found is None:
+            return None
+        try:
+            ok = _is_frame(load_json(found[1][0]))
+        except Exception:  # noqa: BLE001 - any unreadable file simply does not match
+            return None
+        return Detection(0.9, f"RailSem19 frame JSON ({found[1][0].name}: 'frame', 'objects')") if ok else None
+
+    def read(self, path: Path, options: Options, report: Report) -> Dataset:
+        assert isinstance(options, RailSem19ReadOptions)
+        found = _layout(path, options)
+        if found is None:
+            report.fatal("format_mismatch", str(path), f"no RailSem19 frame JSONs found; expected "
+                                                       f"{options.json_dir}/*.json beside {options.image_dir}/")
+        root, files = found  # type: ignore[misc]
+        images = root / safe_relpath(options.image_dir, "image_dir")
+        index = ImageIndex(images if images.is_dir() else root)
+        r = _Reader(options, report, index)
+        records: list[ImageRecord] = []
+        for f in files:
+            g = report.guard(str(f))
+            with g:
+                rec = r.read_file(f)
+            if g.ok and rec is not None:
+                records.append(rec)
+        r.finish_notes(str(root))
+        log.info("read %d RailSem19 frames from %s", len(records), root)
+        return Dataset(labels=r.classes.finish(records), images=records, root=root, meta={"format": self.name})
+
+
+register_format(RailSem19Format())
