@@ -7,7 +7,7 @@ Run-length encoding follows COCO (column-major, starting with a run of zeros) vi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -150,5 +150,5 @@ class RLE:
         return {"size": [h, w], "counts": runs}
 
 
-Shape = Union[Polygon, Polyline, RLE]
+Shape = Polygon | Polyline | RLE
 """Optional per-object shape beside the box."""

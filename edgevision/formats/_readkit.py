@@ -179,6 +179,30 @@ def safe_name(raw: str, where: str, report: Report, base: str = "") -> str | Non
         return None
 
 
+def header_size(image: Path, where: str, report: Report) -> tuple[int, int] | None:
+    """An image's ``(height, width)`` from its header; None after reporting a missing/corrupt image.
+
+    For formats that never declare sizes (so reading the header is no quirk worth a finding).
+    """
+    try:
+        return read_image_size(image, where)
+    except DatasetError as e:
+        report.error(e.code or "image_corrupt", where, e.detail)
+        return None
+
+
+def sub_folder(root: Path, rel: str, option: str, report: Report) -> Path:
+    """The folder a reader option names, relative to ``root`` (``""`` or ``"."`` is ``root``).
+
+    Raises:
+        DatasetError: (fatal) when the folder does not exist, or the name escapes ``root``.
+    """
+    p = root / safe_relpath(rel, option) if rel.strip(" ./") else root
+    if not p.is_dir():
+        report.fatal("folder_missing", str(p), f"reader option '{option}': folder '{rel}' not found under {root}")
+    return p
+
+
 def settle_size(declared_hw: tuple[int, int] | None, image: Path | None, where: str, report: Report,
                 *, check: bool = True) -> tuple[int, int] | None:
     """The image size to use: the file header's when the image exists, else the declared one.
@@ -199,10 +223,8 @@ def settle_size(declared_hw: tuple[int, int] | None, image: Path | None, where: 
         return None
     if valid and not check:
         return declared_hw
-    try:
-        real = read_image_size(image, where)
-    except DatasetError as e:
-        report.error(e.code or "image_corrupt", where, e.detail)
+    real = header_size(image, where, report)
+    if real is None:
         return declared_hw if valid else None
     if not valid:
         report.info("size_from_image", where, f"image size missing or zero; read {real[1]}x{real[0]} from {image.name}")
@@ -291,7 +313,7 @@ def unannotated_images(index: ImageIndex, finder: ImageFinder, mode: Unannotated
         return []
 
     def background(p: Path) -> ImageRecord | None:
-        size = settle_size(None, p, str(p), report)
+        size = header_size(p, str(p), report)
         return None if size is None else ImageRecord(finder.claim(p, p.name, index, str(p)), size, path=p, split=split)
 
     return read_each(orphans, str, background, report)

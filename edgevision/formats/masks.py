@@ -74,12 +74,11 @@ from numpy.typing import NDArray
 from pydantic import Field, field_validator, model_validator
 
 from edgevision.core.dataset import SPLITS, Dataset, ImageRecord, LabelMap
-from edgevision.core.errors import DatasetError
 from edgevision.core.geometry import Polygon
-from edgevision.core.io import is_image, read_image_size, safe_relpath
+from edgevision.core.io import is_image
 from edgevision.core.report import Report
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, ClassCollector
+from edgevision.formats._readkit import CheckedObjects, ClassCollector, header_size, sub_folder
 from edgevision.formats.base import Detection, Format, Options
 
 log = logging.getLogger(__name__)
@@ -138,30 +137,6 @@ def mask_components(binary: NDArray[np.bool_], connectivity: int = 8, min_area: 
             continue
         out.append(Component((x, y, x + w, y + h), labels[y:y + h, x:x + w] == k))
     return out, dropped
-
-
-def header_size(image: Path, where: str, report: Report) -> tuple[int, int] | None:
-    """An image's ``(height, width)`` from its header; None after reporting a missing/corrupt image.
-
-    For formats that never declare sizes (so reading the header is no quirk worth a finding).
-    """
-    try:
-        return read_image_size(image, where)
-    except DatasetError as e:
-        report.error(e.code or "image_corrupt", where, e.detail)
-        return None
-
-
-def sub_folder(root: Path, rel: str, option: str, report: Report) -> Path:
-    """The folder a reader option names, relative to ``root`` (``""`` or ``"."`` is ``root``).
-
-    Raises:
-        DatasetError: (fatal) when the folder does not exist, or the name escapes ``root``.
-    """
-    p = root / safe_relpath(rel, option) if rel.strip(" ./") else root
-    if not p.is_dir():
-        report.fatal("folder_missing", str(p), f"reader option '{option}': folder '{rel}' not found under {root}")
-    return p
 
 
 # -- options ----------------------------------------------------------------------------------

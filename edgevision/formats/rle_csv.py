@@ -46,9 +46,9 @@ from edgevision.core.geometry import RLE
 from edgevision.core.io import ImageIndex, safe_relpath
 from edgevision.core.report import Report
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, safe_name
+from edgevision.formats._readkit import CheckedObjects, header_size, safe_name, sub_folder
 from edgevision.formats.base import Detection, Format, Options
-from edgevision.formats.masks import header_size, mask_components, sub_folder
+from edgevision.formats.masks import mask_components
 
 log = logging.getLogger(__name__)
 

@@ -65,12 +65,13 @@ from edgevision.formats._readkit import (
     ImageFinder,
     Unannotated,
     flag_value,
+    header_size,
     normalize_split,
     scalar_value,
+    sub_folder,
     unannotated_images,
 )
 from edgevision.formats.base import Format, Options
-from edgevision.formats.masks import header_size, sub_folder
 
 log = logging.getLogger(__name__)
 

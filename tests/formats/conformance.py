@@ -20,6 +20,7 @@ import pytest
 from edgevision.core import Dataset, DatasetError, ImageRecord, LabelMap, Report
 from edgevision.formats import WriteOptions, detect_format, get_format
 from edgevision.formats.base import Losses
+from tests.formats.format_io import read_as
 
 
 def write_image(path: Path, size_hw: tuple[int, int], seed: int = 0) -> Path:
@@ -99,9 +100,7 @@ class FormatConformance:
 
     # -- helpers ------------------------------------------------------------------------------
     def read(self, path: Path, on_error: str = "fail") -> tuple[Dataset, Report]:
-        fmt = get_format(self.format_name)
-        report = Report(on_error)
-        return fmt.read(path, fmt.parse_options(self.read_options()), report), report
+        return read_as(self.format_name, path, on_error, **self.read_options())
 
     @pytest.fixture
     def built(self, tmp_path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -12,6 +13,7 @@ from edgevision.core import RLE, Dataset, DatasetError, Polygon, Polyline, Repor
 from edgevision.formats import get_format
 from edgevision.formats.cvat import rotated_box_xyxy
 from tests.formats.conformance import FormatConformance, write_image
+from tests.formats.format_io import read_as
 
 META = """<meta><task><id>7</id><name>line 3</name><subset>{subset}</subset><labels>{labels}</labels></task></meta>"""
 
@@ -43,10 +45,7 @@ def make(root: Path, images: str, files: dict[str, tuple[int, int]] | None = Non
     return root
 
 
-def read(path: Path, on_error: str = "fail") -> tuple[Dataset, Report]:
-    fmt = get_format("cvat")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options({}), report), report
+read = partial(read_as, "cvat")
 
 
 def one(tmp_path: Path, shapes: str, on_error: str = "fail", **kw) -> tuple[Dataset, Report]:

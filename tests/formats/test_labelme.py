@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from edgevision.core import Dataset, DatasetError, Polygon, Report
 from edgevision.formats import get_format
 from tests.formats.conformance import FormatConformance, write_image
+from tests.formats.format_io import read_as
 
 
 def labelme_json(image_path: str, shapes: list[dict], size_hw: tuple[int, int] | None = (48, 64), **extra) -> dict:
@@ -34,10 +36,7 @@ def put(path: Path, doc: dict) -> Path:
     return path
 
 
-def read(path: Path, on_error: str = "fail", **options) -> tuple[Dataset, Report]:
-    fmt = get_format("labelme")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options(options), report), report
+read = partial(read_as, "labelme")
 
 
 def one(tmp_path: Path, shapes: list[dict], on_error: str = "fail", **extra) -> tuple[Dataset, Report]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edgevision.core import ConfigError, Dataset, DatasetError, Polygon, Report
+from edgevision.core import ConfigError, Dataset, DatasetError, Polygon
 from edgevision.formats import get_format
 from edgevision.formats.masks import Component, foreground, mask_components
 from tests.formats.conformance import FormatConformance, by_basename, write_image
+from tests.formats.format_io import read_as
 
 
 def write_mask(path: Path, mask: np.ndarray) -> Path:
@@ -30,10 +32,7 @@ def box_mask(size_hw: tuple[int, int], boxes: list[list[int]], value: int = 255)
     return m
 
 
-def read(path: Path, on_error: str = "fail", **options) -> tuple[Dataset, Report]:
-    fmt = get_format("masks")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options(options), report), report
+read = partial(read_as, "masks")
 
 
 class TestMasksConformance(FormatConformance):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edgevision.core import Dataset, DatasetError, Polygon, Polyline, Report
+from edgevision.core import Dataset, DatasetError, Polygon, Polyline
 from edgevision.formats import detect_format, get_format
 from tests.formats.conformance import FormatConformance, by_basename, write_image
+from tests.formats.format_io import read_as
 
 RAIL = {"label": "rail", "polyline-pair": [[[10, 47], [20, 20]], [[30, 47], [25, 20]]]}
 GUARD = {"label": "guardrail", "polyline": [[0, 40], [30, 40], [60, 30]]}
@@ -30,10 +32,7 @@ def write_frame(root: Path, data: dict[str, Any], image: str | None = None) -> P
     return path
 
 
-def read(path: Path, on_error: str = "fail", **options) -> tuple[Dataset, Report]:
-    fmt = get_format("railsem19")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options(options), report), report
+read = partial(read_as, "railsem19")
 
 
 class TestRailSem19Conformance(FormatConformance):

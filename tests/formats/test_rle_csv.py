@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgevision.core import RLE, Dataset, DatasetError, Report
+from edgevision.core import RLE, Dataset, DatasetError
 from edgevision.formats import get_format
 from edgevision.formats.rle_csv import decode_runs, parse_runs
 from tests.formats.conformance import FormatConformance, by_basename, write_image
+from tests.formats.format_io import read_as
 
 
 def runs_for_boxes(size_hw: tuple[int, int], boxes: list[list[int]]) -> str:
@@ -24,10 +26,7 @@ def runs_for_boxes(size_hw: tuple[int, int], boxes: list[list[int]]) -> str:
     return " ".join(f"{s} {n}" for s, n in pairs)
 
 
-def read(path: Path, on_error: str = "fail", **options) -> tuple[Dataset, Report]:
-    fmt = get_format("rle-csv")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options(options), report), report
+read = partial(read_as, "rle-csv")
 
 
 def dataset(tmp_path: Path, rows: str, images: dict[str, tuple[int, int]] | None = None,

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgevision.core import ConfigError, Dataset, DatasetError, Report
+from edgevision.core import ConfigError, Dataset, DatasetError
 from edgevision.formats import get_format
 from tests.formats.conformance import FormatConformance, by_basename, write_image
+from tests.formats.format_io import read_as
 
-
-def read(path: Path, on_error: str = "fail", **options) -> tuple[Dataset, Report]:
-    fmt = get_format("textbox")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options(options), report), report
+read = partial(read_as, "textbox")
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -15,6 +16,7 @@ from edgevision.core.errors import ConfigError
 from edgevision.formats import WriteOptions, detect_format, get_format
 from edgevision.formats.base import Losses
 from tests.formats.conformance import FormatConformance, write_image
+from tests.formats.format_io import read_as
 
 NEU_DET = Path("/work/shared/data/neu-det")
 
@@ -46,10 +48,7 @@ def make_voc(root: Path, items: dict[str, str], images: dict[str, tuple[int, int
     return root
 
 
-def read(path: Path, on_error: str = "fail", **options) -> tuple[Dataset, Report]:
-    fmt = get_format("voc")
-    report = Report(on_error)
-    return fmt.read(path, fmt.parse_options(options), report), report
+read = partial(read_as, "voc")
 
 
 def one(items_xml: str, images: dict[str, tuple[int, int]], tmp_path: Path, on_error: str = "fail",
