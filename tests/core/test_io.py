@@ -25,13 +25,11 @@ def test_atomic_dir_success_failure_and_existing(tmp_path):
         (tmp / "f.txt").write_text("x")
         assert not out.exists()
     assert (out / "f.txt").read_text() == "x"
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        with atomic_dir(out):
-            pass
-    with pytest.raises(RuntimeError):
-        with atomic_dir(out, overwrite=True) as tmp:
-            (tmp / "g.txt").write_text("y")
-            raise RuntimeError("boom")
+    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_dir(out):
+        pass
+    with pytest.raises(RuntimeError), atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "g.txt").write_text("y")
+        raise RuntimeError("boom")
     assert (out / "f.txt").exists() and not (out / "g.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"], "temporary folder left behind"
     with atomic_dir(out, overwrite=True) as tmp:

@@ -1,0 +1,5 @@
+"""``python -m edgevision`` runs the CLI."""
+
+from edgevision.cli import main
+
+main()

@@ -1,0 +1,279 @@
+"""The ``edgevision`` command line: a thin typer layer over the library.
+
+The library logs; this module presents (rich tables, one-line errors). Every `EdgeVisionError`
+becomes a single red line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgevision import __version__
+
+app = typer.Typer(
+    name="edgevision",
+    help="EdgeVision: line images in any annotation format -> trained, quantized ONNX detector on a factory box.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipes_app = typer.Typer(help="Public-dataset recipes (converters/*.yaml).", no_args_is_help=True)
+app.add_typer(recipes_app, name="recipes")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
+
+EXIT_BAD_INPUT = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"edgevision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details (findings, detections)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs from ``--option``; values are parsed as YAML (numbers, lists, maps)."""
+    import yaml
+
+    from edgevision.core.errors import ConfigError
+
+    opts: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--option '{pair}': expected key=value, e.g. --option min_area=10")
+        key, value = pair.split("=", 1)
+        try:
+            opts[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--option {key}: value '{value}' is not valid YAML ({e.__class__.__name__})") from e
+    return opts
+
+
+def _summary_table(title: str, ds: Any) -> Table:
+    """Per-split images / background images / objects, then objects per class."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("split")
+    t.add_column("images", justify="right")
+    t.add_column("background", justify="right")
+    t.add_column("objects", justify="right")
+    for s in ds.splits or [None]:
+        recs = ds.split(s)
+        t.add_row(s or "(none)", str(len(recs)), str(sum(r.is_background for r in recs)), str(sum(len(r) for r in recs)))
+    if len(ds.splits) > 1:
+        t.add_row("all", str(len(ds)), str(sum(r.is_background for r in ds.images)), str(ds.num_objects), style="bold")
+    return t
+
+
+def _class_table(ds: Any) -> Table:
+    t = Table(title="objects per class", title_justify="left")
+    t.add_column("id", justify="right")
+    t.add_column("class")
+    t.add_column("objects", justify="right")
+    for i, (name, n) in enumerate(ds.class_counts().items()):
+        t.add_row(str(i), name, str(n))
+    return t
+
+
+def _print_findings(report: Any) -> None:
+    skipped = report.skipped
+    if skipped:
+        err.print(f"[yellow]skipped {len(skipped)} item(s) (--on-error skip):[/yellow]")
+        for f in skipped[:20]:
+            err.print(f"  {f.where}: {f.message}", markup=False, highlight=False)
+        if len(skipped) > 20:
+            err.print(f"  ... and {len(skipped) - 20} more")
+    notes = [f for f in report.findings if not f.skipped]
+    if notes:
+        t = Table(title="findings (handled)", title_justify="left")
+        t.add_column("severity")
+        t.add_column("code")
+        t.add_column("count", justify="right")
+        t.add_column("example")
+        by_code: dict[tuple[str, str], list[Any]] = {}
+        for f in notes:
+            by_code.setdefault((f.severity, f.code), []).append(f)
+        for (sev, code), fs in sorted(by_code.items()):
+            t.add_row(sev, code, str(len(fs)), str(fs[0]))
+        err.print(t)
+
+
+def _print_losses(losses: Any, to: str) -> None:
+    if not losses:
+        return
+    t = Table(title=f"not representable in {to} (counted, not silently dropped)", title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_column("example")
+    for kind, n in losses.counts.most_common():
+        t.add_row(kind, str(n), losses.examples.get(kind, ""))
+    err.print(t)
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="Annotation file or dataset folder."),
+    dst: Path = typer.Argument(..., help="Output folder (created atomically; must not exist unless --overwrite)."),
+    to: str = typer.Option(..., "--to", help="Output format: yolo, coco or voc."),
+    src_format: str = typer.Option("auto", "--from", help="Input format, or 'auto' to detect it."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Public-dataset recipe (see 'edgevision recipes list')."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Reader option key=value (repeatable)."),
+    images: str = typer.Option("copy", "--images", help="copy | symlink | none: what to do with image files."),
+    on_error: str = typer.Option("fail", "--on-error", help="fail | skip: stop at the first bad item or skip it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
+) -> None:
+    """Convert a dataset between annotation formats through the canonical model."""
+    from edgevision.convert import convert as do_convert
+    from edgevision.core.errors import ConfigError
+
+    if images not in ("copy", "symlink", "none"):
+        raise ConfigError(f"--images: expected copy, symlink or none, got '{images}'")
+    if on_error not in ("fail", "skip"):
+        raise ConfigError(f"--on-error: expected fail or skip, got '{on_error}'")
+    if recipe is not None:
+        from edgevision.recipes import get_recipe
+
+        warning = get_recipe(recipe).licence_warning()
+        if warning:
+            err.print(f"[yellow]licence: {warning}[/yellow]", highlight=False)
+    res = do_convert(
+        src, dst, to=to, src_format=src_format, recipe=recipe, options=_parse_options(option),
+        images=images, on_error=on_error, overwrite=overwrite,  # type: ignore[arg-type]
+    )
+    rr = res.read
+    if rr.detection is not None:
+        out.print(f"detected format [bold]{rr.format}[/bold]: {rr.detection.reason}", highlight=False)
+    _print_findings(rr.report)
+    _print_losses(res.losses, res.to)
+    out.print(_summary_table(f"{src} ({rr.format}) -> {dst} ({res.to})", rr.dataset))
+    out.print(_class_table(rr.dataset))
+    out.print(f"[green]wrote {res.to} dataset to {dst}[/green]", highlight=False)
+
+
+@app.command()
+def synth(
+    dst: Path = typer.Argument(..., help="Output dataset folder."),
+    n: int = typer.Option(300, "--n", min=1, help="Number of images."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same pixels and labels."),
+    imgsz: int = typer.Option(320, "--imgsz", min=64, help="Image side in pixels."),
+    to: str = typer.Option("yolo", "--to", help="Output format: yolo, coco or voc."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
+) -> None:
+    """Generate the built-in sample: rail-track scenes and steel patches with labelled defects."""
+    from edgevision.data.synth import write_synth
+
+    ds = write_synth(dst, n=n, seed=seed, imgsz=imgsz, to=to, overwrite=overwrite)
+    out.print(_summary_table(f"synthetic sample -> {dst} ({to})", ds))
+    out.print(_class_table(ds))
+
+
+@app.command()
+def demo(
+    work: Path = typer.Option(Path("edgevision-demo"), "--work", help="Folder for the demo's outputs (replaced)."),
+    n: int = typer.Option(120, "--n", min=10, help="Sample images to generate."),
+) -> None:
+    """Run the pipeline on the built-in sample: generate, convert through formats and back, check."""
+    from edgevision.demo import run_demo
+
+    result = run_demo(work, n=n, log=lambda msg: out.print(msg, highlight=False))
+    t = Table(title="demo: round trip through formats", title_justify="left")
+    for col in ("stage", "format", "images", "objects", "classes", "max box error (px)"):
+        t.add_column(col, justify="left" if col in ("stage", "format") else "right")
+    for s in result.stages:
+        t.add_row(s.name, s.format, str(s.images), str(s.objects), str(s.classes), f"{s.max_box_error:.2e}")
+    out.print(t)
+    if not result.ok:
+        err.print(f"[red]demo: {result.problem}[/red]", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"[green]demo OK[/green]: outputs in {work}", highlight=False)
+
+
+@app.command("formats")
+def formats_cmd() -> None:
+    """List the annotation formats EdgeVision reads and writes."""
+    from edgevision.formats import get_format, list_formats
+
+    t = Table(title="formats", title_justify="left")
+    for col in ("name", "read", "write", "description"):
+        t.add_column(col)
+    for name in list_formats():
+        f = get_format(name)
+        t.add_row(name, "yes" if f.can_read else "", "yes" if f.can_write else "", f.description)
+    out.print(t)
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """List the public-dataset recipes, their reader and licence."""
+    from edgevision.recipes import get_recipe, list_recipes
+
+    t = Table(title="recipes", title_justify="left")
+    for col in ("name", "reader", "licence", "commercial use", "title"):
+        t.add_column(col)
+    for name in list_recipes():
+        r = get_recipe(name)
+        t.add_row(name, r.reader, str(r.licence), "yes" if r.commercial_use else "[yellow]no[/yellow]", r.title)
+    out.print(t)
+
+
+@recipes_app.command("show")
+def recipes_show(name: str = typer.Argument(..., help="Recipe name.")) -> None:
+    """Print one recipe: reader options, classes, layout, quirks, licence and citation."""
+    import yaml
+
+    from edgevision.recipes import get_recipe
+
+    out.print(yaml.safe_dump(get_recipe(name).model_dump(exclude_none=True), sort_keys=False, allow_unicode=True),
+              highlight=False, markup=False)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the installation: one headless OpenCV, one onnxruntime flavour, torch pair, versions."""
+    from edgevision.doctor import diagnose
+
+    checks = diagnose()
+    t = Table(title="edgevision doctor", title_justify="left")
+    for col in ("check", "ok", "detail", "fix"):
+        t.add_column(col)
+    for c in checks:
+        t.add_row(c.name, "[green]yes[/green]" if c.ok else "[red]NO[/red]", c.detail, c.fix or "")
+    out.print(t)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning EdgeVision errors into one line."""
+    from edgevision.core.errors import EdgeVisionError
+
+    try:
+        app()  # standalone: typer handles usage errors and exit codes itself
+    except EdgeVisionError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        sys.exit(130)
+
+if __name__ == "__main__":
+    main()

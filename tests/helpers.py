@@ -1,0 +1,58 @@
+"""Shared test helpers: run the real CLI in a subprocess, snapshot folders, block the network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+_BLOCKER = textwrap.dedent(
+    '''
+    import os, socket
+    _log = os.environ["EDGEVISION_TEST_NETLOG"]
+    def _refuse(*args, **kwargs):
+        with open(_log, "a") as f:
+            f.write(repr(args[:2]) + "\\n")
+        raise OSError("network blocked by the EdgeVision test suite")
+    socket.socket.connect = _refuse
+    socket.socket.connect_ex = _refuse
+    socket.create_connection = _refuse
+    socket.getaddrinfo = _refuse
+    '''
+)
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, block_network: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m edgevision ARGS`` in a fresh interpreter and capture its output.
+
+    Args:
+        block_network: a folder; when given, every socket connect / DNS lookup in the child is
+            refused and logged to ``block_network/netlog.txt`` (see `network_attempts`).
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    if block_network is not None:
+        block_network.mkdir(parents=True, exist_ok=True)
+        (block_network / "sitecustomize.py").write_text(_BLOCKER)
+        env["PYTHONPATH"] = os.pathsep.join([str(block_network), env.get("PYTHONPATH", "")])
+        env["EDGEVISION_TEST_NETLOG"] = str(block_network / "netlog.txt")
+    return subprocess.run(
+        [sys.executable, "-m", "edgevision", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def network_attempts(block_dir: Path) -> list[str]:
+    log = block_dir / "netlog.txt"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` (to prove a source was not modified)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
