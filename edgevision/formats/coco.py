@@ -63,6 +63,7 @@ _SPLIT_WORDS = {
 }
 _ANN_DIRS = ("annotations", "annotation", "ann", "anns", "json", "labels")
 _PEEK_BYTES = 65536
+_IMAGE_KEYS = ("id", "file_name", "width", "height")
 UNSPLIT_AS = "train"
 """Split name writers use for images that have none."""
 
@@ -394,6 +395,9 @@ class _CocoReader:
     def _images(self, entries: list[Any], sf: _SplitFile) -> tuple[list[_Image], dict[Any, int]]:
         """Parse the ``images`` list; returns the kept images and ``id -> index`` (-2 for dropped)."""
         finder = self._finder(sf)
+        fast = self._images_fast(entries, sf, finder)
+        if fast is not None:
+            return fast
         images: list[_Image] = []
         pos_of: dict[Any, int] = {}
         missing: list[str] = []
@@ -407,10 +411,39 @@ class _CocoReader:
                 images.append(img)
             elif isinstance(im, dict) and _hashable(im.get("id")) and im.get("id") not in pos_of:
                 pos_of[im.get("id")] = -2
-        if missing:
-            self.report.warning("image_missing", str(sf.path), f"{len(missing)} of {len(entries)} images not found "
-                                f"(e.g. '{missing[0]}'); sizes taken from the json, image paths left empty")
+        self._warn_missing(missing, len(entries), sf)
         return images, pos_of
+
+    def _images_fast(self, entries: list[Any], sf: _SplitFile,
+                     finder: ImageFinder) -> tuple[list[_Image], dict[Any, int]] | None:
+        """The common case in one go: unique ids, plain unique file names, sizes present. None otherwise
+        (the item-by-item path then finds and reports what is wrong)."""
+        try:
+            ids = list(map(itemgetter("id"), entries))
+            names = list(map(itemgetter("file_name"), entries))
+            hw = np.array([list(map(itemgetter("height"), entries)), list(map(itemgetter("width"), entries))])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if (hw.dtype.kind not in "iu" or (hw <= 0).any() or len(set(ids)) < len(ids) or len(set(names)) < len(names)
+                or not all(type(i) is int for i in ids) or not all(map(_is_plain_name, names))):
+            return None
+        taken = [self.names.claim(n, sf.split, self.report, f"{sf.path}:images[{i}]") for i, n in enumerate(names)]
+        missing = []
+        images = []
+        for i, (im, name, h, w) in enumerate(zip(entries, taken, *hw.tolist(), strict=True)):
+            path = finder.find(names[i])
+            if path is None:
+                missing.append(names[i])
+            extra = {k: v for k, v in im.items() if k not in _IMAGE_KEYS}
+            images.append(_Image(name, (h, w), path, f"{sf.path}:images[{i}] '{names[i]}'",  # type: ignore[arg-type]
+                                 {"coco_id": ids[i], "coco_image": extra} if extra else {"coco_id": ids[i]}))
+        self._warn_missing(missing, len(entries), sf)
+        return images, {i: k for k, i in enumerate(ids)}
+
+    def _warn_missing(self, missing: list[str], n: int, sf: _SplitFile) -> None:
+        if missing:
+            self.report.warning("image_missing", str(sf.path), f"{len(missing)} of {n} images not found "
+                                f"(e.g. '{missing[0]}'); sizes taken from the json, image paths left empty")
 
     def _image(self, im: Any, where: str, sf: _SplitFile, finder: ImageFinder,
                pos_of: dict[Any, int], missing: list[str]) -> _Image | None:
@@ -445,7 +478,7 @@ class _CocoReader:
         if unique is None:
             rep.error("image_duplicate", where, f"file_name '{name}' appears twice in the same split")
             return None
-        extra = {k: v for k, v in im.items() if k not in ("id", "file_name", "width", "height")}
+        extra = {k: v for k, v in im.items() if k not in _IMAGE_KEYS}
         meta: dict[str, Any] = {"coco_id": im["id"]}
         if extra:
             meta["coco_image"] = extra
@@ -516,15 +549,15 @@ class _CocoReader:
         records = []
         for p in self._pending:
             cats = np.searchsorted(ids, p.cats)  # source category ids -> canonical 0..K-1
-            for j, im in enumerate(p.images):
+            per_object = p.shapes is not None or bool(p.attrs)
+            for im, a, b in zip(p.images, p.bounds[:-1], p.bounds[1:]):  # rows a:b are image im's
                 if im is None:
                     continue
-                a, b = p.bounds[j], p.bounds[j + 1]  # boxes and class ids are views into one array per file
-                records.append(ImageRecord(
-                    name=im.name, size_hw=im.size_hw, boxes=p.boxes[a:b], class_ids=cats[a:b], path=im.path,
-                    scores=None if p.scores is None else p.scores[a:b],
-                    shapes=_pick(p.shapes, p.sel[a:b]), attributes=_pick_attrs(p.attrs, p.sel[a:b]),
-                    split=p.split, meta=im.meta,
+                extra = {"shapes": _pick(p.shapes, p.sel[a:b]), "attributes": _pick_attrs(p.attrs, p.sel[a:b])} \
+                    if per_object else {}
+                records.append(ImageRecord(  # boxes and class ids: views into one array per file
+                    im.name, im.size_hw, p.boxes[a:b], cats[a:b], im.path,
+                    None if p.scores is None else p.scores[a:b], split=p.split, meta=im.meta, **extra,
                 ))
         return Dataset(labels=labels, images=records, root=self.root, meta=self.meta)
 
@@ -545,11 +578,15 @@ class _Pending:
 
 
 # -- column parsing ----------------------------------------------------------------------------
+def _is_plain_name(name: Any) -> bool:
+    """A file name `safe_relpath` would return unchanged: no folder, drive, dots-only or edge spaces."""
+    return (isinstance(name, str) and "/" not in name and "\\" not in name and name[1:2] != ":"
+            and name not in ("", ".", "..") and name.strip() == name)
+
+
 def _safe_name(name: str, where: str) -> str:
     """`safe_relpath`, skipped for a plain file name it would return unchanged (the common case)."""
-    if "/" in name or "\\" in name or name[1:2] == ":" or name in ("", ".", "..") or name.strip() != name:
-        return safe_relpath(name, where)
-    return name
+    return name if _is_plain_name(name) else safe_relpath(name, where)
 
 
 def _hashable(v: Any) -> bool:

@@ -12,7 +12,7 @@ import yaml
 
 from edgevision.core import RLE, Dataset, DatasetError, ImageRecord, LabelMap, Polygon, Polyline
 from edgevision.formats import detect_format, get_format
-from edgevision.formats.yolo import label_candidates, resolve_ref
+from edgevision.formats.yolo import label_candidates, label_text, resolve_ref
 from tests.formats.conformance import FormatConformance, write_image
 from tests.formats.format_io import read_as, write_as
 
@@ -300,3 +300,18 @@ def test_other_split_names_round_trip(tmp_path: Path) -> None:
     assert "fold1: images/fold1" in (tmp_path / "out/data.yaml").read_text()
     back, _ = read(tmp_path / "out")
     assert {r.name: r.split for r in back.images} == {"a.png": "fold1", "b.png": "val"}
+
+
+def test_label_text_matches_python_formatting() -> None:
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([[0, 1, 1e-9, 0.5, 0.999999996, 0.123456785, 5e-9], rng.uniform(0, 1, 993)])
+    per_line = np.array([4] * 200 + [7, 193])
+    cls = rng.integers(0, 12345, len(per_line))
+    text, line_len = label_text(cls, vals, per_line)
+    ref, at = [], 0
+    for c, k in zip(cls.tolist(), per_line.tolist(), strict=True):
+        nums = [(f"{v:.8f}".rstrip("0").rstrip(".")) for v in np.round(vals[at : at + k] * 1e8) / 1e8]
+        ref.append(" ".join([str(c), *nums]) + "\n")
+        at += k
+    assert text.decode() == "".join(ref)
+    assert line_len.tolist() == [len(r) for r in ref]
