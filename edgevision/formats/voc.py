@@ -26,8 +26,9 @@ extension, or holding a path (found through `ImageIndex`); an unusable ``<filena
 own stem is used); a missing or zero ``<size>`` (read from the image header). A ``<size>`` that
 disagrees with the image is a ``size_mismatch`` warning (the image's size is used).
 
-Object fields: ``difficult``, ``truncated`` and ``occluded`` become bool attributes, ``pose`` a str
-attribute, and a CVAT/Datumaro-style ``<attributes><attribute><name/><value/>`` block free-form
+Object fields: ``difficult``, ``truncated`` and ``occluded`` become bool attributes when true, ``pose``
+a str attribute unless ``Unspecified`` (VOC's defaults are not kept, so they are not counted as lost
+by writers that hold no attributes), and a CVAT/Datumaro-style ``<attributes><attribute><name/><value/>`` block free-form
 attributes. The writer writes them back the same way.
 
 Writing:
@@ -199,12 +200,15 @@ def _size_hw(el: Any) -> tuple[tuple[int, int] | None, dict[str, Any]]:
 
 
 def _attributes(obj: Any) -> dict[str, Any]:
+    """Object attributes; VOC's defaults (flags 0, pose ``Unspecified``) are not kept, so a plain
+    VOC object carries none and a writer that cannot hold attributes loses nothing."""
     attrs: dict[str, Any] = {}
     for tag in _FLAGS:
-        if obj.find(tag) is not None:
-            attrs[tag] = flag_value(obj.findtext(tag))
-    if obj.findtext("pose") is not None:
-        attrs["pose"] = obj.findtext("pose", "").strip()
+        if obj.find(tag) is not None and (value := flag_value(obj.findtext(tag))) is not False:
+            attrs[tag] = value
+    pose = (obj.findtext("pose") or "").strip()
+    if pose and pose.lower() != "unspecified":
+        attrs["pose"] = pose
     for a in obj.findall("attributes/attribute"):
         key = (a.findtext("name") or "").strip()
         if key:

@@ -110,8 +110,16 @@ def test_flags_pose_and_attribute_block_are_attributes(tmp_path: Path) -> None:
              "<attributes><attribute><name>severity</name><value>3</value></attribute>"
              "<attribute><name>rough</name><value>true</value></attribute></attributes></object>")
     ds, _ = one(voc_xml("a.jpg", (64, 48), raw_objects=block), {"a.jpg": (48, 64)}, tmp_path)
-    assert ds.images[0].attributes == [{"difficult": True, "truncated": False, "occluded": True, "pose": "Left",
+    # truncated=0 is VOC's default and is not kept
+    assert ds.images[0].attributes == [{"difficult": True, "occluded": True, "pose": "Left",
                                         "severity": 3, "rough": True}]
+
+
+def test_voc_defaults_are_not_attributes(tmp_path: Path) -> None:
+    block = ("<object><name>pit</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+             "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>")
+    ds, _ = one(voc_xml("a.jpg", (64, 48), raw_objects=block), {"a.jpg": (48, 64)}, tmp_path)
+    assert ds.images[0].attributes is None
 
 
 def test_classes_sorted_unless_given(tmp_path: Path) -> None:
@@ -370,7 +378,7 @@ def test_writer_layout_losses_and_round_trip(tmp_path: Path) -> None:
     assert [f.code for f in report.findings] == ["image_missing"]
     a = next(r for r in back.images if r.name == "sub__a.jpg")
     assert a.boxes.tolist() == [[1, 2, 10, 12], [3, 3, 9, 9]] and a.split == "train"
-    assert a.attributes[0] == {"difficult": True, "truncated": False, "pose": "Front", "severity": 2}
+    assert a.attributes[0] == {"difficult": True, "pose": "Front", "severity": 2}
     assert back.labels.names == ["pit hole", "scratch"]
     root = ET.parse(out / "Annotations" / "sub__a.xml").getroot()
     assert root.findtext("size/depth") == "1"
