@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv when missing (scripts/install.sh, pinned by constraints.txt).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint install install-base clean
+
+demo:
+	scripts/install.sh $(VENV) base
+	$(VENV)/bin/edgevision demo
+
+install:
+	scripts/install.sh $(VENV) dev,train
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check edgevision tests benchmarks
+	$(VENV)/bin/mypy edgevision/core
+
+clean:
+	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis
