@@ -115,7 +115,9 @@ def read_image_size(path: Path, where: str | None = None) -> tuple[int, int]:
             w, h = im.size
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {path}", where=where or str(path), code="image_missing") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as e:
+        # ImportError: Ultralytics, once imported, patches Image.open to fetch a HEIF plugin when
+        # Pillow cannot identify a file; offline that import fails. The file is unreadable either way.
         raise DatasetError(f"image is not readable ({e.__class__.__name__}): {path}",
                            where=where or str(path), code="image_corrupt") from e
     return int(h), int(w)

@@ -7,6 +7,7 @@ nothing to ``~/.config`` and downloads nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,7 +19,10 @@ import pytest
 from edgevision.convert import read_dataset, write_dataset
 from edgevision.data.synth import synth
 
-pytest.importorskip("ultralytics", reason="the train extra (Ultralytics) is not installed")
+# find_spec, not importorskip: importing Ultralytics in the test process patches PIL.Image.open
+# for every other test (it tries to pip-install a HEIF plugin on unreadable files).
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the train extra (Ultralytics) is not installed", allow_module_level=True)
 
 _CHECK = textwrap.dedent(
     """
@@ -63,3 +67,23 @@ def test_written_yolo_loads_in_ultralytics_checker(tmp_path):
     for split in coco.splits:
         recs = coco.split(split)
         assert view["splits"][split] == {"images": len(recs), "boxes": sum(len(r) for r in recs)}, split
+
+
+def test_corrupt_image_is_one_error_even_after_ultralytics_patched_pil(tmp_path):
+    """Ultralytics patches PIL.Image.open on import (HEIF plugin fetch); our reader must still say 'corrupt'."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image at all")
+    code = textwrap.dedent(
+        """
+        import sys, ultralytics  # noqa: F401  (patches PIL.Image.open)
+        from edgevision.core.errors import DatasetError
+        from edgevision.core.io import read_image_size
+        try:
+            read_image_size(sys.argv[1])
+        except DatasetError as e:
+            print("CODE", e.code)
+        """
+    )
+    env = dict(os.environ, YOLO_CONFIG_DIR=str(tmp_path / "settings"), YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False")
+    res = subprocess.run([sys.executable, "-c", code, str(bad)], env=env, capture_output=True, text=True, timeout=300)
+    assert "CODE image_corrupt" in res.stdout, res.stderr[-2000:]
