@@ -56,3 +56,14 @@ def tree_digest(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data(name: str) -> Path:
+    """``../shared/data/NAME`` beside the checkout (real datasets; tests skip when it is absent).
+
+    ``EDGEVISION_SHARED`` overrides the ``shared`` folder's location.
+    """
+    return Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared")) / "data" / name

@@ -14,8 +14,9 @@ from edgevision.formats import get_format
 from edgevision.recipes import Recipe, get_recipe, list_recipes, load_recipe, recipe_dirs
 from tests.fixtures_recipes import BUILDERS, voc_xml
 from tests.formats.conformance import write_image
+from tests.helpers import shared_data
 
-NEU = Path("/work/shared/data/neu-det")
+NEU = shared_data("neu-det")
 SHIPPED = {"neu-det", "gc10-det", "pku-market-pcb", "deeppcb", "mvtec-ad", "magnetic-tile", "severstal", "railsem19"}
 
 

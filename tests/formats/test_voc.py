@@ -17,8 +17,9 @@ from edgevision.formats import WriteOptions, detect_format, get_format
 from edgevision.formats.base import Losses
 from tests.formats.conformance import FormatConformance, write_image
 from tests.formats.format_io import read_as
+from tests.helpers import shared_data
 
-NEU_DET = Path("/work/shared/data/neu-det")
+NEU_DET = shared_data("neu-det")
 
 
 def voc_xml(filename: str | None, size_wh: tuple[int, int] | None, objects: list[dict] | None = None,
