@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint install install-base clean
 
-demo:
-	scripts/install.sh $(VENV) base
+demo:  # installs the base only when .venv has no edgevision yet (make test installs more)
+	@test -x $(VENV)/bin/edgevision || scripts/install.sh $(VENV) base
 	$(VENV)/bin/edgevision demo
 
 install:

@@ -153,3 +153,14 @@ def test_doctor_passes_in_test_env():
     res = run_cli("doctor")
     assert res.returncode == 0, res.stdout
     assert "opencv-python-headless" in res.stdout
+
+
+def test_recipe_convert_warns_about_research_only_licence(tmp_path):
+    from tests.fixtures_recipes import build_neu_det
+
+    src, expected = build_neu_det(tmp_path / "neu")
+    res = run_cli("convert", "--recipe", "neu-det", src, tmp_path / "out", "--to", "coco")
+    assert res.returncode == 0, res.stderr
+    assert "licence:" in res.stderr and "research" in res.stderr.lower()
+    res = run_cli("convert", tmp_path / "out", tmp_path / "out2", "--to", "yolo")
+    assert res.returncode == 0 and "licence:" not in res.stderr
