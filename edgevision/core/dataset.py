@@ -23,6 +23,13 @@ from edgevision.core.geometry import Shape
 SPLITS = ("train", "val", "test")
 """Split names writers know; other names are kept as given."""
 
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "minival": "val",
+    "test": "test", "testing": "test", "testdev": "test",
+}
+"""Words that tools and datasets use for the three canonical splits (lower case)."""
+
 
 @dataclass
 class LabelMap:

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from edgevision.core.boxes import box_problems
-from edgevision.core.dataset import ImageRecord, LabelMap, ObjectList
+from edgevision.core.dataset import SPLIT_ALIASES, ImageRecord, LabelMap, ObjectList
 from edgevision.core.errors import DatasetError
 from edgevision.core.io import ImageIndex, is_image, read_image_size, safe_relpath
 from edgevision.core.report import Report
@@ -28,8 +28,6 @@ T = TypeVar("T")
 Unannotated = Literal["ignore", "background"]
 """What a reader does with an image that no annotation file names."""
 
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                  "test": "test", "testing": "test"}
 
 
 def normalize_split(name: str | None) -> str | None:
@@ -39,12 +37,12 @@ def normalize_split(name: str | None) -> str | None:
     """
     if name is None or not name.strip() or name.strip().lower() == "default":
         return None
-    return _SPLIT_ALIASES.get(name.strip().lower(), name.strip())
+    return SPLIT_ALIASES.get(name.strip().lower(), name.strip())
 
 
 def split_from_folder(folder: str) -> str | None:
     """The split a folder name stands for (``train``, ``val``/``valid``/``validation``, ``test``), else None."""
-    return _SPLIT_ALIASES.get(folder.strip().lower())
+    return SPLIT_ALIASES.get(folder.strip().lower())
 
 
 def scalar_value(text: str | None) -> bool | int | float | str:

@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgevision.core.boxes import box_area, box_problems, xywh_to_xyxy, xyxy_to_xywh
-from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
+from edgevision.core.dataset import SPLIT_ALIASES, Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import DatasetError
 from edgevision.core.geometry import RLE, Polygon, Polyline, Shape
 from edgevision.core.io import ImageIndex, load_json, place_image, read_image_size, safe_relpath
@@ -56,11 +56,6 @@ from edgevision.formats.base import Detection, Format, Losses, Options, WriteOpt
 
 log = logging.getLogger(__name__)
 
-_SPLIT_WORDS = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "minival": "val",
-    "test": "test", "testing": "test", "testdev": "test",
-}
 _ANN_DIRS = ("annotations", "annotation", "ann", "anns", "json", "labels")
 _PEEK_BYTES = 65536
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
@@ -80,8 +75,8 @@ def split_from_name(name: str) -> tuple[str | None, str | None]:
     """
     for word in re.split(r"[^0-9a-z]+", name.lower()):
         key = word.rstrip("0123456789")
-        if key in _SPLIT_WORDS:
-            return _SPLIT_WORDS[key], word
+        if key in SPLIT_ALIASES:
+            return SPLIT_ALIASES[key], word
     return None, None
 
 
