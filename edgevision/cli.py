@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from edgevision import __version__
+from edgevision.commands._present import class_table, err, out, print_findings, print_losses, summary_table
 
 app = typer.Typer(
     name="edgevision",
@@ -26,9 +26,6 @@ app = typer.Typer(
 )
 recipes_app = typer.Typer(help="Public-dataset recipes (converters/*.yaml).", no_args_is_help=True)
 app.add_typer(recipes_app, name="recipes")
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
 
 EXIT_BAD_INPUT = 2
 
@@ -69,66 +66,6 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return opts
 
 
-def _summary_table(title: str, ds: Any) -> Table:
-    """Per-split images / background images / objects, then objects per class."""
-    t = Table(title=title, title_justify="left")
-    t.add_column("split")
-    t.add_column("images", justify="right")
-    t.add_column("background", justify="right")
-    t.add_column("objects", justify="right")
-    for s in ds.splits or [None]:
-        recs = ds.split(s)
-        t.add_row(s or "(none)", str(len(recs)), str(sum(r.is_background for r in recs)), str(sum(len(r) for r in recs)))
-    if len(ds.splits) > 1:
-        t.add_row("all", str(len(ds)), str(sum(r.is_background for r in ds.images)), str(ds.num_objects), style="bold")
-    return t
-
-
-def _class_table(ds: Any) -> Table:
-    t = Table(title="objects per class", title_justify="left")
-    t.add_column("id", justify="right")
-    t.add_column("class")
-    t.add_column("objects", justify="right")
-    for i, (name, n) in enumerate(ds.class_counts().items()):
-        t.add_row(str(i), name, str(n))
-    return t
-
-
-def _print_findings(report: Any) -> None:
-    skipped = report.skipped
-    if skipped:
-        err.print(f"[yellow]skipped {len(skipped)} item(s) (--on-error skip):[/yellow]")
-        for f in skipped[:20]:
-            err.print(f"  {f.where}: {f.message}", markup=False, highlight=False)
-        if len(skipped) > 20:
-            err.print(f"  ... and {len(skipped) - 20} more")
-    notes = [f for f in report.findings if not f.skipped]
-    if notes:
-        t = Table(title="findings (handled)", title_justify="left")
-        t.add_column("severity")
-        t.add_column("code")
-        t.add_column("count", justify="right")
-        t.add_column("example")
-        by_code: dict[tuple[str, str], list[Any]] = {}
-        for f in notes:
-            by_code.setdefault((f.severity, f.code), []).append(f)
-        for (sev, code), fs in sorted(by_code.items()):
-            t.add_row(sev, code, str(len(fs)), str(fs[0]))
-        err.print(t)
-
-
-def _print_losses(losses: Any, to: str) -> None:
-    if not losses:
-        return
-    t = Table(title=f"not representable in {to} (counted, not silently dropped)", title_justify="left")
-    t.add_column("what")
-    t.add_column("count", justify="right")
-    t.add_column("example")
-    for kind, n in losses.counts.most_common():
-        t.add_row(kind, str(n), losses.examples.get(kind, ""))
-    err.print(t)
-
-
 @app.command()
 def convert(
     src: Path = typer.Argument(..., help="Annotation file or dataset folder."),
@@ -162,10 +99,10 @@ def convert(
     rr = res.read
     if rr.detection is not None:
         out.print(f"detected format [bold]{rr.format}[/bold]: {rr.detection.reason}", highlight=False)
-    _print_findings(rr.report)
-    _print_losses(res.losses, res.to)
-    out.print(_summary_table(f"{src} ({rr.format}) -> {dst} ({res.to})", rr.dataset))
-    out.print(_class_table(rr.dataset))
+    print_findings(rr.report)
+    print_losses(res.losses, res.to)
+    out.print(summary_table(f"{src} ({rr.format}) -> {dst} ({res.to})", rr.dataset))
+    out.print(class_table(rr.dataset))
     out.print(f"[green]wrote {res.to} dataset to {dst}[/green]", highlight=False)
 
 
@@ -182,8 +119,8 @@ def synth(
     from edgevision.data.synth import write_synth
 
     ds = write_synth(dst, n=n, seed=seed, imgsz=imgsz, to=to, overwrite=overwrite)
-    out.print(_summary_table(f"synthetic sample -> {dst} ({to})", ds))
-    out.print(_class_table(ds))
+    out.print(summary_table(f"synthetic sample -> {dst} ({to})", ds))
+    out.print(class_table(ds))
 
 
 @app.command()
@@ -260,6 +197,23 @@ def doctor() -> None:
     out.print(t)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
+
+
+DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap")
+"""Dataset tools, one module each in `edgevision.commands` exposing a typer function ``command``."""
+
+
+def _register_data_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in DATA_COMMANDS:
+        module = f"edgevision.commands.{name}"
+        if importlib.util.find_spec(module) is not None:  # tests/test_cli.py checks that all are there
+            app.command(name)(importlib.import_module(module).command)
+
+
+_register_data_commands()
 
 
 def main() -> None:

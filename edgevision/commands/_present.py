@@ -1,0 +1,71 @@
+"""What the CLI shows: the two consoles and the tables every command shares. CLI layer only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
+
+
+def summary_table(title: str, ds: Any) -> Table:
+    """Per-split images / background images / objects, then objects per class."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("split")
+    t.add_column("images", justify="right")
+    t.add_column("background", justify="right")
+    t.add_column("objects", justify="right")
+    for s in ds.splits or [None]:
+        recs = ds.split(s)
+        t.add_row(s or "(none)", str(len(recs)), str(sum(r.is_background for r in recs)), str(sum(len(r) for r in recs)))
+    if len(ds.splits) > 1:
+        t.add_row("all", str(len(ds)), str(sum(r.is_background for r in ds.images)), str(ds.num_objects), style="bold")
+    return t
+
+
+def class_table(ds: Any) -> Table:
+    t = Table(title="objects per class", title_justify="left")
+    t.add_column("id", justify="right")
+    t.add_column("class")
+    t.add_column("objects", justify="right")
+    for i, (name, n) in enumerate(ds.class_counts().items()):
+        t.add_row(str(i), name, str(n))
+    return t
+
+
+def print_findings(report: Any) -> None:
+    skipped = report.skipped
+    if skipped:
+        err.print(f"[yellow]skipped {len(skipped)} item(s) (--on-error skip):[/yellow]")
+        for f in skipped[:20]:
+            err.print(f"  {f.where}: {f.message}", markup=False, highlight=False)
+        if len(skipped) > 20:
+            err.print(f"  ... and {len(skipped) - 20} more")
+    notes = [f for f in report.findings if not f.skipped]
+    if notes:
+        t = Table(title="findings (handled)", title_justify="left")
+        t.add_column("severity")
+        t.add_column("code")
+        t.add_column("count", justify="right")
+        t.add_column("example")
+        by_code: dict[tuple[str, str], list[Any]] = {}
+        for f in notes:
+            by_code.setdefault((f.severity, f.code), []).append(f)
+        for (sev, code), fs in sorted(by_code.items()):
+            t.add_row(sev, code, str(len(fs)), str(fs[0]))
+        err.print(t)
+
+
+def print_losses(losses: Any, to: str) -> None:
+    if not losses:
+        return
+    t = Table(title=f"not representable in {to} (counted, not silently dropped)", title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_column("example")
+    for kind, n in losses.counts.most_common():
+        t.add_row(kind, str(n), losses.examples.get(kind, ""))
+    err.print(t)
