@@ -69,3 +69,19 @@ def print_losses(losses: Any, to: str) -> None:
     for kind, n in losses.counts.most_common():
         t.add_row(kind, str(n), losses.examples.get(kind, ""))
     err.print(t)
+
+
+def output_format(to: str | None, read_format: str) -> str:
+    """The format a dataset tool writes: ``--to`` when given, else the input's format if writable.
+
+    Raises:
+        ConfigError: the input format cannot be written and no ``--to`` was given.
+    """
+    from edgevision.core.errors import ConfigError
+    from edgevision.formats import get_format, list_formats
+
+    if to is not None:
+        return get_format(to).name
+    if get_format(read_format).can_write:
+        return read_format
+    raise ConfigError(f"'{read_format}' cannot be written; pass --to with one of: {', '.join(list_formats(writable=True))}")
