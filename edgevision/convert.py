@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgevision.core.dataset import Dataset
 from edgevision.core.errors import EdgeVisionError
-from edgevision.core.io import ImageMode, atomic_dir
+from edgevision.core.io import ImageMode, atomic_dir, safe_join
 from edgevision.core.report import OnError, Report
 from edgevision.formats import Detection, Losses, WriteOptions, detect_format, get_format
 
@@ -92,9 +93,14 @@ def read_dataset(
 
 
 def write_dataset(
-    dataset: Dataset, out: Path | str, fmt: str, *, images: ImageMode = "copy", overwrite: bool = False
+    dataset: Dataset, out: Path | str, fmt: str, *, images: ImageMode = "copy", overwrite: bool = False,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Losses:
     """Write ``dataset`` to ``out`` in ``fmt``. The folder appears only when complete.
+
+    Args:
+        extra_files: relative POSIX name -> content of files to add beside the dataset (a tile
+            map, a report) inside the same atomic output; a name the writer already used is refused.
 
     Returns:
         What the target format could not hold, counted.
@@ -108,6 +114,12 @@ def write_dataset(
     losses = Losses()
     with atomic_dir(Path(out), overwrite=overwrite) as tmp:
         fmt_obj.write(dataset, tmp, WriteOptions(images=images), losses)
+        for name, data in (extra_files or {}).items():
+            dst = safe_join(tmp, name, "extra_files")
+            if dst.exists():
+                raise EdgeVisionError(f"{out}: extra file '{name}' clashes with a file the {fmt_obj.name} writer made")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
     return losses
 
 

@@ -1,0 +1,106 @@
+"""``edgevision tile``: slice large images into overlapping tiles, with a map back to the sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def command(
+    dataset: Annotated[Path, typer.Argument(help="Annotation file or dataset folder (any readable format).")],
+    out: Annotated[Path, typer.Argument(help="Output dataset folder (created atomically; holds tiles.json).")],
+    size: Annotated[int, typer.Option("--size", help="Tile side in pixels (square; smaller images are not upscaled).")] = 640,
+    overlap: Annotated[float, typer.Option("--overlap", help="Overlap of neighbouring tiles, fraction of the tile in [0, 1).")] = 0.2,
+    min_visibility: Annotated[float, typer.Option(
+        "--min-visibility", help="Keep an object in a tile when at least this fraction of its box is inside.")] = 0.5,
+    keep_empty: Annotated[float, typer.Option("--keep-empty", help="Fraction of background tiles to keep (seeded draw).")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the background-tile draw.")] = 0,
+    src_format: Annotated[str, typer.Option("--from", help="Input format, or 'auto' to detect it.")] = "auto",
+    to: Annotated[str | None, typer.Option("--to", help="Output format (default: the input's format).")] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="fail | skip: stop at a bad item or image, or skip it.")] = "fail",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the counts as JSON to this file.")] = None,
+) -> None:
+    """Slice large images into overlapping tiles; clip boxes, drop barely visible objects, map tiles back."""
+    import json
+    import shutil
+    import tempfile
+
+    from edgevision.commands._present import err, output_format, print_findings, print_losses
+    from edgevision.commands._present import out as console
+    from edgevision.convert import read_dataset, write_dataset
+    from edgevision.core.errors import ConfigError, EdgeVisionError, OutputExistsError
+    from edgevision.data.tile import TILE_MAP_FILE, TileOptions, tile_dataset
+
+    options = TileOptions(size=size, overlap=overlap, min_visibility=min_visibility, keep_empty=keep_empty, seed=seed)
+    if on_error not in ("fail", "skip"):
+        raise ConfigError(f"--on-error: expected fail or skip, got '{on_error}'")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: output already exists; choose another path or pass --overwrite")
+    src, dst = dataset.resolve(), out.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise EdgeVisionError(f"{out}: output must not be the source, inside it or contain it; the source is never modified")
+    rr = read_dataset(dataset, src_format, on_error=on_error)
+    fmt = output_format(to, rr.format)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tiles.", dir=dst.parent))
+    try:
+        res = _run(tile_dataset, rr, options, staging, err)
+        tile_map = json.dumps(res.tile_map(options), ensure_ascii=False).encode("utf-8")
+        losses = write_dataset(res.dataset, out, fmt, images="copy", overwrite=overwrite,
+                               extra_files={TILE_MAP_FILE: tile_map})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if rr.detection is not None:
+        console.print(f"detected format [bold]{rr.format}[/bold]: {rr.detection.reason}", highlight=False)
+    print_findings(rr.report)
+    print_findings(res.report)
+    print_losses(losses, fmt)
+    console.print(f"{options.size}px tiles, overlap {options.overlap:g}, min visibility {options.min_visibility:g}, "
+                  f"keep empty {options.keep_empty:g}, seed {options.seed}", highlight=False)
+    console.print(_summary(res, f"{dataset} ({rr.format}) -> {out} ({fmt})"))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"out": str(out), "format": fmt, **res.counts()}, indent=1) + "\n")
+    console.print(f"[green]wrote {res.tiles} tiles as {fmt} to {out}[/green] (tile origins in {TILE_MAP_FILE})",
+                  highlight=False)
+
+
+def _run(tile_dataset: Any, rr: Any, options: Any, staging: Path, err: Any) -> Any:
+    """Tile with a progress bar on stderr; read errors follow the read's policy."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgevision.core.report import Report
+
+    with Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("tiling", total=len(rr.dataset))
+        return tile_dataset(rr.dataset, options, staging, report=Report(rr.report.on_error),
+                            progress=lambda done, total: bar.update(task, completed=done))
+
+
+def _summary(res: Any, title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    rows = (
+        ("source images", res.sources),
+        ("tiles cut", res.windows),
+        ("tiles written", res.tiles),
+        ("background tiles kept", res.background_kept),
+        ("background tiles dropped", res.background_dropped),
+        ("objects in", res.objects_in),
+        ("objects kept (in at least one tile)", res.objects_kept),
+        ("objects dropped by visibility", res.objects_dropped),
+        ("objects split across tiles (no tile holds them whole)", res.objects_split),
+        ("boxes in tiles (overlaps count twice)", res.instances),
+        ("object parts below min visibility left out", res.fragments_dropped),
+        ("shapes not carried into a tile (box kept)", res.shapes_dropped),
+    )
+    for name, n in rows:
+        t.add_row(name, str(n))
+    return t
