@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgevision.config import load_yaml_config
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, EdgeVisionError, UnknownNameError
 from edgevision.core.report import Report
+from edgevision.data.remap import DROPPED, UNMAPPED, carried_label_fields, class_lut, relabel
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ __all__ = ["Recipe", "get_recipe", "list_recipes", "load_recipe", "recipe_dirs"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _SUFFIXES = (".yaml", ".yml")
-_UNMAPPED = -1
-_DROPPED = -2
 
 
 class SplitRule(BaseModel):
@@ -228,32 +228,21 @@ class Recipe(BaseModel):
         return self.class_map.get(source_name, source_name)
 
     def _target_table(self, src: list[str]) -> tuple[list[str], np.ndarray]:
-        """Canonical names and a lookup table source id -> canonical id (or _UNMAPPED/_DROPPED)."""
-        targets = [self.target_of(n) for n in src]
-        if self.classes is not None:
-            names = list(self.classes)
-        else:
-            names = list(dict.fromkeys(t for t in targets if t is not None))
-        lut = np.array(
-            [_DROPPED if t is None else names.index(t) if t in names else _UNMAPPED for t in targets],
-            dtype=np.int64,
-        ).reshape(-1)
-        return names, lut
+        """Canonical names and a lookup table source id -> canonical id (or UNMAPPED/DROPPED)."""
+        return class_lut([self.target_of(n) for n in src], self.classes)
 
     def _remap(self, rec: ImageRecord, src: list[str], names: list[str], lut: np.ndarray,
                report: Report, dropped: Counter[str], root: Path | None) -> ImageRecord:
         """One image's objects under the lookup table; ``names`` grows under ``keep`` only."""
         new_ids = lut[rec.class_ids] if len(rec) else np.zeros(0, dtype=np.int64)
-        for j in np.flatnonzero(new_ids == _UNMAPPED):
+        for j in np.flatnonzero(new_ids == UNMAPPED):
             cls = src[rec.class_ids[j]]
             self._unknown_class(rec, int(j), cls, names, report)
             if cls not in names:  # reached under ``keep`` only: show the class as read
                 names.append(cls)
             new_ids[j] = names.index(cls)
-        keep = new_ids != _DROPPED
-        dropped.update(src[c] for c in rec.class_ids[~keep])
-        out = rec.subset(keep)
-        out.class_ids = new_ids[keep]
+        dropped.update(src[c] for c in rec.class_ids[new_ids == DROPPED])
+        out = relabel(rec, new_ids)
         split = self.split_of(_split_key(rec, root))
         if split is not None:
             out.split = split
@@ -284,19 +273,7 @@ class Recipe(BaseModel):
         self, src: LabelMap, names: list[str]
     ) -> tuple[list[int] | None, list[dict[str, Any]] | None]:
         """Keep source ids / extras when each canonical class comes from exactly one source class."""
-        origin: dict[str, list[int]] = {n: [] for n in names}
-        for i, n in enumerate(src.names):
-            t = self.target_of(n)
-            if t in origin:
-                origin[t].append(i)
-        if any(len(v) != 1 for v in origin.values()):
-            return None, None
-        idx = [origin[n][0] for n in names]
-        ids = [src.source_ids[i] for i in idx] if src.source_ids is not None else None
-        if ids is not None and len(set(ids)) != len(ids):
-            ids = None
-        extra = [dict(src.extra[i]) for i in idx] if src.extra is not None else None
-        return ids, extra
+        return carried_label_fields(src, [self.target_of(n) for n in src.names], names)
 
 
 def _split_key(rec: ImageRecord, root: Path | None) -> str:
@@ -354,23 +331,8 @@ def load_recipe(path: Path | str) -> Recipe:
     Raises:
         ConfigError: a one-line message naming the file and the field.
     """
-    import yaml
-
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read recipe ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of recipe fields, got {type(raw).__name__}")
-    try:
-        rec = Recipe(**raw)
-    except ValidationError as e:
-        raise ConfigError(f"{path}: {_describe(e)}") from e
+    rec = load_yaml_config(path, Recipe, "recipe")
     if rec.name != path.stem:
         raise ConfigError(f"{path}: recipe name '{rec.name}' must match the file name '{path.stem}'")
     try:
@@ -378,16 +340,3 @@ def load_recipe(path: Path | str) -> Recipe:
     except EdgeVisionError as e:
         raise ConfigError(f"{path}: {e}") from e
     return rec
-
-
-def _describe(e: ValidationError) -> str:
-    """One line for the first validation error, with a did-you-mean for an unknown key."""
-    first = e.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
-    if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(first["loc"][-1]), list(Recipe.model_fields), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"unknown recipe field '{loc}'{hint}"
-    if first["type"] == "missing":
-        return f"recipe field '{loc}' is required"
-    return f"recipe field '{loc}': {first['msg']}"

@@ -1,0 +1,80 @@
+"""Typed YAML configuration files: read a file into a closed pydantic model with one-line errors.
+
+>>> from pydantic import BaseModel, ConfigDict
+>>> class Demo(BaseModel):
+...     model_config = ConfigDict(extra="forbid")
+...     size: int = 640
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "demo.yaml"
+>>> _ = p.write_text("sise: 320")
+>>> try:
+...     load_yaml_config(p, Demo, "demo")
+... except Exception as e:
+...     print(str(e).split(": ", 1)[1])
+unknown demo field 'sise'; did you mean 'size'?
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from edgevision.core.errors import ConfigError
+
+__all__ = ["describe_validation_error", "load_yaml_config", "read_yaml_mapping"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
+    """Parse a YAML file whose top level must be a mapping.
+
+    Args:
+        path: the file; what: what it holds, for messages (``"recipe"``, ``"mapping"``).
+
+    Raises:
+        ConfigError: unreadable file, malformed YAML (with the line) or a top level that is not a mapping.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what} ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', None) or e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} fields, got {type(raw).__name__}")
+    return raw
+
+
+def describe_validation_error(e: ValidationError, model: type[BaseModel], what: str) -> str:
+    """One line for the first validation error, with a did-you-mean for an unknown key."""
+    first = e.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(first["loc"][-1]), list(model.model_fields), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(model.model_fields)}"
+        return f"unknown {what} field '{loc}'{hint}"
+    if first["type"] == "missing":
+        return f"{what} field '{loc}' is required"
+    return f"{what} field '{loc}': {first['msg']}"
+
+
+def load_yaml_config(path: Path | str, model: type[M], what: str) -> M:
+    """Read ``path`` into ``model`` (a closed pydantic model).
+
+    Raises:
+        ConfigError: one line naming the file and the field (see `read_yaml_mapping`).
+    """
+    raw = read_yaml_mapping(path, what)
+    try:
+        return model(**raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {describe_validation_error(e, model, what)}") from e
