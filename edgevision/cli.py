@@ -125,14 +125,39 @@ def synth(
 
 @app.command()
 def demo(
-    work: Path = typer.Option(Path("edgevision-demo"), "--work", help="Folder for the demo's outputs (replaced)."),
+    work: Path = typer.Option(Path("edgevision-demo"), "--work", help="Folder for the demo's outputs (its stage folders are replaced)."),
     n: int = typer.Option(120, "--n", min=10, help="Sample images to generate."),
+    seed: int = typer.Option(0, "--seed", help="Sample and split seed."),
 ) -> None:
-    """Run the pipeline on the built-in sample: generate, convert through formats and back, check."""
+    """Run the pipeline on the built-in sample: synth -> validate -> stats -> split -> convert round trip."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from edgevision.demo import run_demo
 
-    result = run_demo(work, n=n, log=lambda msg: out.print(msg, highlight=False))
-    t = Table(title="demo: round trip through formats", title_justify="left")
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=True) as bars:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done)
+
+        result = run_demo(work, n=n, seed=seed, log=lambda msg: bars.console.print(msg, highlight=False),
+                          progress=progress)
+    st = result.stats.overall
+    sizes = st.box_sizes
+    out.print(
+        f"sample: {result.stats.images} images ({st.background_images} defect-free), {result.stats.objects} objects, "
+        f"{result.stats.classes} classes; boxes small/medium/large {sizes['small']}/{sizes['medium']}/{sizes['large']}",
+        highlight=False,
+    )
+    v = result.validation
+    out.print(f"validate: {v['error']} errors, {v['warning']} warnings, {v['info']} notes", highlight=False)
+    out.print("split: " + ", ".join(f"{k} {c}" for k, c in result.split.items())
+              + (f"; not reachable: {result.unreachable}" if result.unreachable else "; every class in every split"),
+              highlight=False)
+    t = Table(title="convert: round trip through formats", title_justify="left")
     for col in ("stage", "format", "images", "objects", "classes", "max box error (px)"):
         t.add_column(col, justify="left" if col in ("stage", "format") else "right")
     for s in result.stages:
@@ -141,7 +166,7 @@ def demo(
     if not result.ok:
         err.print(f"[red]demo: {result.problem}[/red]", highlight=False)
         raise typer.Exit(1)
-    out.print(f"[green]demo OK[/green]: outputs in {work}", highlight=False)
+    out.print(f"[green]demo OK[/green]: outputs in {result.work}", highlight=False)
 
 
 @app.command("formats")
@@ -223,7 +248,9 @@ def main() -> None:
     try:
         app()  # standalone: typer handles usage errors and exit codes itself
     except EdgeVisionError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)  # "[plots]" is text, not markup
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")

@@ -145,8 +145,11 @@ def test_demo_runs(tmp_path):
     res = run_cli("demo", "--work", tmp_path / "demo", "--n", "24")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "demo OK" in res.stdout
-    for stage in ("sample-yolo", "1-coco", "2-voc", "3-yolo"):
-        assert stage in res.stdout and (tmp_path / "demo" / stage).is_dir()
+    assert "validate: 0 errors" in res.stdout and "every class in every split" in res.stdout
+    for stage in ("split-yolo", "1-coco", "2-voc", "3-yolo"):
+        assert stage in res.stdout
+    for folder in ("sample-yolo", "split-yolo", "1-coco", "2-voc", "3-yolo"):
+        assert (tmp_path / "demo" / folder).is_dir()
 
 
 def test_doctor_passes_in_test_env():
@@ -164,3 +167,12 @@ def test_recipe_convert_warns_about_research_only_licence(tmp_path):
     assert "licence:" in res.stderr and "research" in res.stderr.lower()
     res = run_cli("convert", tmp_path / "out", tmp_path / "out2", "--to", "yolo")
     assert res.returncode == 0 and "licence:" not in res.stderr
+
+
+def test_every_dataset_tool_is_a_command():
+    from edgevision.cli import DATA_COMMANDS
+
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for name in DATA_COMMANDS:
+        assert name in res.stdout, f"'{name}' is not registered"
