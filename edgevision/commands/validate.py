@@ -31,7 +31,7 @@ def command(
     to: str | None = typer.Option(None, "--to", help="Format of --out (default: the input's format if writable)."),
     images: str = typer.Option("copy", "--images", help="copy | symlink | none: image files of --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-    min_box_side: float = typer.Option(4.0, "--min-box-side", min=0, help="box_small below this side (px)."),
+    min_box_side: float = typer.Option(2.0, "--min-box-side", min=0, help="box_small below this side (px)."),
     min_box_area: float = typer.Option(16.0, "--min-box-area", min=0, help="box_small below this area (px²)."),
     near_dup: int = typer.Option(6, "--near-dup-threshold", min=0, max=64,
                                  help="near_duplicate: largest pHash Hamming distance, of 64 bits."),

@@ -13,7 +13,7 @@ code                    severity                     what
 ``box_empty``           error                        zero width or height
 ``box_inverted``        error                        ``x2 < x1`` or ``y2 < y1``
 ``box_nan``             error                        a non-finite coordinate
-``box_small``           warning                      side < ``min_box_side`` (4 px) or area <
+``box_small``           warning                      side < ``min_box_side`` (2 px) or area <
                                                      ``min_box_area`` (16 px²)
 ``class_unknown``       error                        a class the label map lacks (from the reader)
 ``image_missing``       error                        no image file for the record
@@ -103,7 +103,7 @@ class ValidateConfig:
         workers: threads decoding images (0: up to 8, by CPU count).
     """
 
-    min_box_side: float = 4.0
+    min_box_side: float = 2.0  # thin scratches and cracks of 2-3 px are real defects
     min_box_area: float = 16.0
     near_dup_threshold: int = DEFAULT_THRESHOLD
     fix: FixPolicy = "keep"

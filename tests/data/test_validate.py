@@ -340,6 +340,9 @@ def test_box_small_thresholds_are_configurable() -> None:
                                                [0, 0, 0])])
     cfg = ValidateConfig(check_duplicates=False)
     small = [f.where for f in validate(ds, config=cfg).findings if f.code == "box_small"]
+    assert small == []  # defaults: a 3x50 scratch-like box is fine (side >= 2, area >= 16)
+    cfg = ValidateConfig(min_box_side=4, check_duplicates=False)
+    small = [f.where for f in validate(ds, config=cfg).findings if f.code == "box_small"]
     assert small == ["s.png:object[0] (a)"]  # 3 px side; 6x6 = 36 px² passes
     cfg = ValidateConfig(min_box_side=2, min_box_area=50, check_duplicates=False)
     small = [f.where for f in validate(ds, config=cfg).findings if f.code == "box_small"]
