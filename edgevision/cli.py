@@ -15,7 +15,15 @@ import typer
 from rich.table import Table
 
 from edgevision import __version__
-from edgevision.commands._present import class_table, err, out, print_findings, print_losses, summary_table
+from edgevision.commands._present import (
+    check_choice,
+    class_table,
+    err,
+    out,
+    print_findings,
+    print_losses,
+    summary_table,
+)
 
 app = typer.Typer(
     name="edgevision",
@@ -80,12 +88,9 @@ def convert(
 ) -> None:
     """Convert a dataset between annotation formats through the canonical model."""
     from edgevision.convert import convert as do_convert
-    from edgevision.core.errors import ConfigError
 
-    if images not in ("copy", "symlink", "none"):
-        raise ConfigError(f"--images: expected copy, symlink or none, got '{images}'")
-    if on_error not in ("fail", "skip"):
-        raise ConfigError(f"--on-error: expected fail or skip, got '{on_error}'")
+    check_choice("--images", images, ("copy", "symlink", "none"))
+    check_choice("--on-error", on_error, ("fail", "skip"))
     if recipe is not None:
         from edgevision.recipes import get_recipe
 

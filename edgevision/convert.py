@@ -10,7 +10,7 @@ from typing import Any
 
 from edgevision.core.dataset import Dataset
 from edgevision.core.errors import EdgeVisionError
-from edgevision.core.io import ImageMode, atomic_dir, safe_join
+from edgevision.core.io import ImageMode, atomic_dir, check_output_path, safe_join
 from edgevision.core.report import OnError, Report
 from edgevision.formats import Detection, Losses, WriteOptions, detect_format, get_format
 
@@ -143,12 +143,7 @@ def convert(
 ) -> ConvertResult:
     """Convert a dataset between formats through the canonical model (see `read_dataset`)."""
     get_format(to)  # fail on an unknown target before reading anything
-    if Path(dst).exists() and not overwrite:
-        from edgevision.core.errors import OutputExistsError
-
-        raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
-    if Path(dst).resolve() == Path(src).resolve() or Path(src).resolve() in Path(dst).resolve().parents:
-        raise EdgeVisionError(f"{dst}: output must not be the source or inside it; the source is never modified")
+    check_output_path(src, dst, overwrite)
     rr = read_dataset(src, src_format, options=options, recipe=recipe, on_error=on_error)
     losses = write_dataset(rr.dataset, dst, to, images=images, overwrite=overwrite)
     return ConvertResult(rr, Path(dst), get_format(to).name, losses)

@@ -94,20 +94,3 @@ def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         expected = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
         raise ConfigError(f"{flag}: expected {expected}, got '{value}'")
-
-
-def check_output(src: Any, dst: Any, overwrite: bool) -> None:
-    """Refuse an existing output (unless ``overwrite``) and an output that is the source or inside it.
-
-    Raises:
-        OutputExistsError, EdgeVisionError: one line saying what to do.
-    """
-    from pathlib import Path
-
-    from edgevision.core.errors import EdgeVisionError, OutputExistsError
-
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
-    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
-        raise EdgeVisionError(f"{dst}: output must not be the source or inside it; the source is never modified")

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from edgevision.commands._present import (
     check_choice,
-    check_output,
     class_table,
     err,
     out,
@@ -19,6 +18,7 @@ from edgevision.commands._present import (
     print_findings,
     print_losses,
 )
+from edgevision.core.io import check_output_path
 
 
 def command(
@@ -38,7 +38,7 @@ def command(
     check_choice("--images", images, ("copy", "symlink", "none"))
     check_choice("--on-error", on_error, ("fail", "skip"))
     mapping = load_remap_config(map_file)  # a bad mapping fails before the dataset is read
-    check_output(src, dst, overwrite)
+    check_output_path(src, dst, overwrite)
     rr = read_dataset(src, src_format, on_error=on_error)
     print_findings(rr.report)
     fmt = output_format(to, rr.format)

@@ -29,20 +29,15 @@ def command(
     """Split a dataset into train/val/test: deterministic, stratified on classes, groups kept together."""
     import json
 
-    from edgevision.commands._present import output_format
+    from edgevision.commands._present import check_choice, output_format
     from edgevision.convert import read_dataset, write_dataset
-    from edgevision.core.errors import ConfigError, EdgeVisionError, OutputExistsError
+    from edgevision.core.io import check_output_path
     from edgevision.data.split import parse_ratios, split_dataset
 
-    if images not in ("copy", "symlink", "none"):
-        raise ConfigError(f"--images: expected copy, symlink or none, got '{images}'")
-    if on_error not in ("fail", "skip"):
-        raise ConfigError(f"--on-error: expected fail or skip, got '{on_error}'")
+    check_choice("--images", images, ("copy", "symlink", "none"))
+    check_choice("--on-error", on_error, ("fail", "skip"))
     ratio_values = parse_ratios(ratios)
-    if dst.exists() and not overwrite:
-        raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
-    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
-        raise EdgeVisionError(f"{dst}: output must not be the source or inside it; the source is never modified")
+    check_output_path(src, dst, overwrite)
     rr = read_dataset(src, src_format, on_error=on_error)
     fmt = output_format(to, rr.format)
     if rr.detection is not None:

@@ -28,20 +28,16 @@ def command(
     import shutil
     import tempfile
 
-    from edgevision.commands._present import err, output_format, print_findings, print_losses
+    from edgevision.commands._present import check_choice, err, output_format, print_findings, print_losses
     from edgevision.commands._present import out as console
     from edgevision.convert import read_dataset, write_dataset
-    from edgevision.core.errors import ConfigError, EdgeVisionError, OutputExistsError
+    from edgevision.core.io import check_output_path
     from edgevision.data.tile import TILE_MAP_FILE, TileOptions, tile_dataset
 
     options = TileOptions(size=size, overlap=overlap, min_visibility=min_visibility, keep_empty=keep_empty, seed=seed)
-    if on_error not in ("fail", "skip"):
-        raise ConfigError(f"--on-error: expected fail or skip, got '{on_error}'")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out}: output already exists; choose another path or pass --overwrite")
-    src, dst = dataset.resolve(), out.resolve()
-    if dst == src or src in dst.parents or dst in src.parents:
-        raise EdgeVisionError(f"{out}: output must not be the source, inside it or contain it; the source is never modified")
+    check_choice("--on-error", on_error, ("fail", "skip"))
+    check_output_path(dataset, out, overwrite)
+    dst = out.resolve()
     rr = read_dataset(dataset, src_format, on_error=on_error)
     fmt = output_format(to, rr.format)
     dst.parent.mkdir(parents=True, exist_ok=True)

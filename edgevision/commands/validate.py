@@ -14,7 +14,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import err, out, print_losses
+from edgevision.commands._present import check_choice, err, out, print_losses
+from edgevision.core.io import check_output_path
 
 _PROGRESS_MIN = 200
 """Show a progress bar from this many images on."""
@@ -43,17 +44,15 @@ def command(
     within and across splits (leakage)."""
     import json
 
-    from edgevision.core.errors import ConfigError, EdgeVisionError
+    from edgevision.core.errors import EdgeVisionError
     from edgevision.data.validate import ValidateConfig, validate
 
-    if fix not in ("keep", "clip", "drop"):
-        raise ConfigError(f"--fix: expected keep, clip or drop, got '{fix}'")
-    if images not in ("copy", "symlink", "none"):
-        raise ConfigError(f"--images: expected copy, symlink or none, got '{images}'")
+    check_choice("--fix", fix, ("keep", "clip", "drop"))
+    check_choice("--images", images, ("copy", "symlink", "none"))
     if not src.exists():
         raise EdgeVisionError(f"{src}: path does not exist")
     if fixed_out is not None:
-        _check_out(src, fixed_out, overwrite)
+        check_output_path(src, fixed_out, overwrite)
     config = ValidateConfig(min_box_side=min_box_side, min_box_area=min_box_area, near_dup_threshold=near_dup,
                             fix=fix, check_duplicates=duplicates)  # type: ignore[arg-type]
     with _Progress() as progress:
@@ -72,17 +71,6 @@ def command(
     out.print(f"{verdict}, {len(result.findings) - n_err} warning(s)/note(s)", highlight=False)
     if strict and n_err:
         raise typer.Exit(1)
-
-
-def _check_out(src: Path, dst: Path, overwrite: bool) -> None:
-    from edgevision.core.errors import EdgeVisionError, OutputExistsError
-
-    if dst.exists() and not overwrite:
-        raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
-    s, d = src.resolve(), dst.resolve()
-    root = s if s.is_dir() else s.parent
-    if d == root or root in d.parents:
-        raise EdgeVisionError(f"{dst}: --out must not be the source or inside it; the source is never modified")
 
 
 def findings_table(title: str, result: Any) -> Table:

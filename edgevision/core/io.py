@@ -203,3 +203,23 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     else:
         os.replace(tmp, out)
+
+
+def check_output_path(src: Path | str, dst: Path | str, overwrite: bool = False) -> None:
+    """Refuse an output that exists (unless ``overwrite``), is the source, lies inside it or contains it.
+
+    ``src`` may be a file (its folder is the source root). Containing the source matters with
+    ``overwrite``: replacing ``dst`` would delete the source.
+
+    Raises:
+        OutputExistsError: ``dst`` exists and ``overwrite`` is False.
+        EdgeVisionError: ``dst`` overlaps the source.
+    """
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
+    s, d = Path(src).resolve(), dst.resolve()
+    root = s.parent if s.is_file() else s
+    if d == root or root in d.parents or d in root.parents:
+        raise EdgeVisionError(f"{dst}: output must not be the source or inside it, nor contain it; "
+                              "the source is never modified")

@@ -107,7 +107,7 @@ def test_existing_output_and_bad_options(yolo_src, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     assert_one_line_error(run_cli("tile", yolo_src, tmp_path / "o2", "--overlap", "1"), "--overlap")
     assert_one_line_error(run_cli("tile", yolo_src, yolo_src / "inside"), "must not be the source")
-    assert_one_line_error(run_cli("tile", yolo_src, yolo_src.parent, "--overwrite"), "contain it")
+    assert_one_line_error(run_cli("tile", yolo_src, yolo_src.parent, "--overwrite"), "nor contain it")
     assert (yolo_src / "data.yaml").is_file()
     assert not (tmp_path / "o2").exists() and not (yolo_src / "inside").exists()
 

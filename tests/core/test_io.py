@@ -109,3 +109,21 @@ def test_report_policies():
         r._in_item = 1
         r.error("c", "w", "m")
 
+
+
+def test_check_output_path_protects_the_source(tmp_path):
+    from edgevision.core.errors import EdgeVisionError
+    from edgevision.core.io import check_output_path
+
+    src = tmp_path / "data" / "src"
+    (src / "ann").mkdir(parents=True)
+    (src / "ann" / "a.json").write_text("{}")
+    check_output_path(src, tmp_path / "out")  # fine
+    with pytest.raises(OutputExistsError):
+        check_output_path(src, tmp_path / "data")
+    for dst in (src, src / "inside", tmp_path / "data", tmp_path):  # same, inside, containing (would be deleted)
+        with pytest.raises(EdgeVisionError, match="source is never modified"):
+            check_output_path(src, dst, overwrite=True)
+    with pytest.raises(EdgeVisionError, match="nor contain it"):  # a file source: its folder is the root
+        check_output_path(src / "ann" / "a.json", src / "ann" / "out", overwrite=True)
+    assert (src / "ann" / "a.json").exists()
