@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +148,53 @@ class RLE:
         if m.size and m[0] == 1:
             runs = [0, *runs]
         return {"size": [h, w], "counts": runs}
+
+
+def clip_polygon_to_window(rings: tuple[NDArray[np.float64], ...], window: ArrayLike) -> tuple[NDArray[np.float64], ...]:
+    """Clip polygon rings to a rectangular window (Sutherland–Hodgman) in the window's frame.
+
+    Args:
+        rings: ``(K, 2)`` vertex arrays in source-image pixels.
+        window: ``(4,)`` xyxy window.
+
+    Returns:
+        The clipped rings, shifted to the window's frame; rings left with fewer than 3 vertices or
+        no area are dropped (an empty tuple when nothing of the polygon is inside).
+    """
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(window, dtype=np.float64).reshape(4))
+    # each edge: (axis, bound, keep side sign): inside when sign * (p[axis] - bound) >= 0
+    edges = ((0, x1, 1.0), (0, x2, -1.0), (1, y1, 1.0), (1, y2, -1.0))
+    out: list[NDArray[np.float64]] = []
+    for ring in rings:
+        pts = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+        for axis, bound, sign in edges:
+            pts = _clip_ring_edge(pts, axis, bound, sign)
+            if len(pts) == 0:
+                break
+        if len(pts) >= 3 and Polygon((pts,)).area() > 0:
+            out.append(pts - np.array([x1, y1]))
+    return tuple(out)
+
+
+def _clip_ring_edge(pts: NDArray[np.float64], axis: int, bound: float, sign: float) -> NDArray[np.float64]:
+    """One Sutherland–Hodgman pass: keep the part of a closed ring on the inside of one edge."""
+    if len(pts) == 0:
+        return pts
+    inside = sign * (pts[:, axis] - bound) >= 0
+    if inside.all():
+        return pts
+    res: list[NDArray[np.float64]] = []
+    prev, prev_in = pts[-1], bool(inside[-1])
+    for cur, cur_in in zip(pts, inside.tolist()):
+        if cur_in != prev_in:
+            t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+            cross = prev + t * (cur - prev)
+            cross[axis] = bound
+            res.append(cross)
+        if cur_in:
+            res.append(cur)
+        prev, prev_in = cur, cur_in
+    return np.array(res, dtype=np.float64).reshape(-1, 2)
 
 
 Shape = Polygon | Polyline | RLE

@@ -71,7 +71,7 @@ from numpy.typing import NDArray
 from edgevision.core.boxes import box_problems, clip_xyxy
 from edgevision.core.dataset import SPLITS, Dataset, ImageRecord
 from edgevision.core.errors import ConfigError
-from edgevision.core.geometry import Polygon, Polyline, Shape
+from edgevision.core.geometry import Polygon, Polyline, Shape, clip_polygon_to_window
 from edgevision.core.report import Finding, Severity
 from edgevision.data.imagehash import DEFAULT_THRESHOLD, near_duplicate_pairs, phash
 
@@ -474,7 +474,7 @@ def _mentions(text: str, file_name: str) -> bool:
 def apply_fix(ds: Dataset, policy: FixPolicy) -> tuple[Dataset, FixCounts]:
     """Apply the policy for boxes outside the image; the input is left unchanged.
 
-    ``keep`` returns ``ds`` itself. ``clip`` clips the boxes (and clamps their polygon / polyline
+    ``keep`` returns ``ds`` itself. ``clip`` clips the boxes and polygons (clamps polyline
     vertices) to the frame and drops the boxes that become empty; ``drop`` drops every object with
     any part outside. Other objects are untouched.
 
@@ -509,11 +509,13 @@ def apply_fix(ds: Dataset, policy: FixPolicy) -> tuple[Dataset, FixCounts]:
 
 
 def _clamp(shape: Shape | None, size_hw: tuple[int, int]) -> Shape | None:
-    """Clamp a polygon's or polyline's vertices into the frame (RLE masks are inside already)."""
+    """Clip a polygon to the frame (Sutherland-Hodgman), clamp a polyline's vertices (RLE masks are
+    inside already). A polygon with nothing left inside becomes None (the box still carries the object)."""
     h, w = size_hw
     lim = np.array([w, h], dtype=np.float64)
     if isinstance(shape, Polygon):
-        return Polygon(tuple(np.clip(r, 0, lim) for r in shape.rings))
+        rings = clip_polygon_to_window(shape.rings, (0, 0, w, h))
+        return Polygon(rings) if rings else None
     if isinstance(shape, Polyline):
         return Polyline(np.clip(shape.points, 0, lim))
     return shape

@@ -311,7 +311,10 @@ def test_fix_clip(tmp_path: Path) -> None:
     fixed, counts = apply_fix(ds, "clip")
     assert (counts.clipped, counts.dropped, counts.images) == (2, 1, 1)
     np.testing.assert_array_equal(fixed.images[0].boxes, [[0, 2, 10, 12], [55, 30, 60, 40], [10, 10, 20, 20]])
-    assert fixed.images[0].shapes[0].rings[0][:, 0].min() == 0
+    clipped = fixed.images[0].shapes[0]
+    assert clipped.rings[0][:, 0].min() == 0
+    # true clipping keeps the inside part (200/3 px²); clamping the vertex to x=0 would give 50
+    assert clipped.area() == pytest.approx(200 / 3)
     assert fixed.images[1] is ds.images[1]
     assert len(ds.images[0]) == 4 and ds.images[0].boxes[0, 0] == -5, "the input was modified"
 
