@@ -45,9 +45,9 @@ def register_format(fmt: Format) -> Format:
 def _load_builtins() -> None:
     global _loaded
     if not _loaded:
-        _loaded = True
-        for mod in _BUILTIN:
+        for mod in _BUILTIN:  # modules already imported are not run again
             importlib.import_module(f"edgevision.formats.{mod}")
+        _loaded = True  # only once every built-in registered: a failed import is raised again next time
 
 
 def list_formats(readable: bool | None = None, writable: bool | None = None) -> list[str]:
