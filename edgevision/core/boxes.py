@@ -10,6 +10,8 @@ Conventions:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -108,3 +110,23 @@ def box_problems(xyxy: ArrayLike, size_hw: tuple[int, int] | None) -> list[tuple
         elif size_hw is not None and (x2 <= 0 or y2 <= 0 or x1 >= size_hw[1] or y1 >= size_hw[0]):
             out.append((i, "box_outside", f"box {[x1, y1, x2, y2]} lies outside the {size_hw[1]}x{size_hw[0]} image"))
     return out
+
+
+def box_masks(xyxy: ArrayLike, h: Any, w: Any, tol: Any = 0.0) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Vectorized box checks, the array form of `box_problems`' rules.
+
+    Args:
+        xyxy: ``(N, 4)`` boxes; h, w: image height and width, scalars or ``(N,)``;
+        tol: how far past the border (pixels) still counts as inside.
+
+    Returns:
+        ``(invalid, outside, partly)``, three ``(N,)`` masks: non-finite, inverted or empty boxes;
+        valid boxes entirely outside the image; valid boxes partly outside (beyond ``tol``).
+    """
+    b = as_boxes(xyxy)
+    x1, y1, x2, y2 = b.T
+    with np.errstate(invalid="ignore"):
+        invalid = ~np.isfinite(b).all(axis=1) | (x2 <= x1) | (y2 <= y1)
+        outside = ~invalid & ((x2 <= 0) | (y2 <= 0) | (x1 >= w) | (y1 >= h))
+        partly = ~invalid & ~outside & ((x1 < -tol) | (y1 < -tol) | (x2 > w + tol) | (y2 > h + tol))
+    return invalid, outside, partly

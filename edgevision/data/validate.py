@@ -68,7 +68,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from edgevision.core.boxes import box_problems, clip_xyxy
+from edgevision.core.boxes import box_masks, box_problems, clip_xyxy
 from edgevision.core.dataset import SPLITS, Dataset, ImageRecord
 from edgevision.core.errors import ConfigError
 from edgevision.core.geometry import Polygon, Polyline, Shape, clip_polygon_to_window
@@ -334,12 +334,7 @@ def outside_flags(boxes: NDArray[np.float64], size_hw: tuple[int, int]) -> tuple
         ``(entirely, partly)``, two ``(N,)`` masks; non-finite, inverted and empty boxes are in neither.
     """
     h, w = size_hw
-    tol = _EDGE_TOL * max(h, w)
-    x1, y1, x2, y2 = boxes.T
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(boxes).all(axis=1) & (x2 > x1) & (y2 > y1)
-        entirely = valid & ((x2 <= 0) | (y2 <= 0) | (x1 >= w) | (y1 >= h))
-        partly = valid & ~entirely & ((x1 < -tol) | (y1 < -tol) | (x2 > w + tol) | (y2 > h + tol))
+    _, entirely, partly = box_masks(boxes, h, w, _EDGE_TOL * max(h, w))
     return entirely, partly
 
 

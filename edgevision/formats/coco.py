@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edgevision.core.boxes import box_area, box_problems, xywh_to_xyxy, xyxy_to_xywh
+from edgevision.core.boxes import box_area, box_masks, box_problems, xywh_to_xyxy, xyxy_to_xywh
 from edgevision.core.dataset import SPLIT_ALIASES, Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import DatasetError
 from edgevision.core.geometry import RLE, Polygon, Polyline, Shape
@@ -170,20 +170,9 @@ class _LazyIndex:
 
 
 def box_flags(xyxy: NDArray[np.float64], h: Any, w: Any, tol: Any = 0.0) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Vectorized pre-check: which boxes `box_problems` would report, and which extend past the image.
-
-    Args:
-        xyxy: ``(N, 4)`` boxes; h, w: image height and width, scalars or ``(N,)``;
-        tol: how far past the border (pixels) is not worth a warning.
-
-    Returns:
-        ``bad`` (non-finite, inverted, empty or entirely outside) and ``partly`` outside, both ``(N,)``.
-    """
-    x1, y1, x2, y2 = xyxy.T
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(xyxy).all(axis=1) | (x2 <= x1) | (y2 <= y1) | (x2 <= 0) | (y2 <= 0) | (x1 >= w) | (y1 >= h)
-        partly = ~bad & ((x1 < -tol) | (y1 < -tol) | (x2 > w + tol) | (y2 > h + tol))
-    return bad, partly
+    """Which boxes `box_problems` would report (``bad``), and which only extend past the image (``partly``)."""
+    invalid, outside, partly = box_masks(xyxy, h, w, tol)
+    return invalid | outside, partly
 
 
 # -- detection ---------------------------------------------------------------------------------

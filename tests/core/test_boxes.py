@@ -51,3 +51,15 @@ def test_box_problems_codes():
     assert found == {(1, "box_nan"), (2, "box_inverted"), (3, "box_empty"), (4, "box_outside")}
     # without an image size, outside-image is not judged
     assert {c for _, c, _ in box_problems(boxes, None)} == {"box_nan", "box_inverted", "box_empty"}
+
+
+def test_box_masks_agree_with_box_problems():
+    from edgevision.core.boxes import box_masks
+
+    boxes = [[0, 0, 10, 10], [np.nan, 0, 1, 1], [5, 5, 2, 8], [3, 3, 3, 9], [50, 50, 60, 60], [-3, 2, 5, 5], [-0.5, 1, 4, 4]]
+    invalid, outside, partly = box_masks(boxes, 20, 20, tol=1.0)
+    assert invalid.tolist() == [False, True, True, True, False, False, False]
+    assert outside.tolist() == [False, False, False, False, True, False, False]
+    assert partly.tolist() == [False, False, False, False, False, True, False]  # -0.5 is within tol
+    reported = {i for i, _, _ in box_problems(boxes, (20, 20))}
+    assert reported == set(np.flatnonzero(invalid | outside).tolist())
