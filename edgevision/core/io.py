@@ -223,3 +223,24 @@ def check_output_path(src: Path | str, dst: Path | str, overwrite: bool = False)
     if d == root or root in d.parents or d in root.parents:
         raise EdgeVisionError(f"{dst}: output must not be the source or inside it, nor contain it; "
                               "the source is never modified")
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (model weights run to hundreds of MB)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def edgevision_home() -> Path:
+    """EdgeVision's local state: ``$EDGEVISION_HOME``, else ``~/.cache/edgevision``.
+
+    Holds the weights registry, the cached training datasets and Ultralytics' settings, so that
+    nothing is written to ``~/.config`` and a factory PC can keep it on a data disk.
+    """
+    env = os.environ.get("EDGEVISION_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgevision"
