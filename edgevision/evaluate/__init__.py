@@ -1,0 +1,26 @@
+"""Evaluation: COCO metrics through pycocotools, P/R/F1 and a confusion matrix at one confidence,
+per-class operating points for a target recall / precision, and image-level escape / false-reject
+rates. Inputs are canonical `ImageRecord` lists (ground truth and predictions, paired by name).
+
+Importing this package does not import pycocotools (it is imported when metrics are computed).
+"""
+
+from edgevision.evaluate.coco import CocoMetrics, coco_evaluate
+from edgevision.evaluate.matching import PRF, ConfusionMatrix
+from edgevision.evaluate.operating import OperatingPoints, choose_thresholds, image_decisions
+from edgevision.evaluate.predictions import read_predictions, write_predictions
+from edgevision.evaluate.report import EvalReport, evaluate
+
+__all__ = [
+    "PRF",
+    "CocoMetrics",
+    "ConfusionMatrix",
+    "EvalReport",
+    "OperatingPoints",
+    "choose_thresholds",
+    "coco_evaluate",
+    "evaluate",
+    "image_decisions",
+    "read_predictions",
+    "write_predictions",
+]
