@@ -229,8 +229,8 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap")
-"""Dataset tools, one module each in `edgevision.commands` exposing a typer function ``command``."""
+DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval")
+"""Dataset tools and training, one module each in `edgevision.commands` exposing a typer function ``command``."""
 
 
 def _register_data_commands() -> None:
@@ -241,6 +241,9 @@ def _register_data_commands() -> None:
         module = f"edgevision.commands.{name}"
         if importlib.util.find_spec(module) is not None:  # tests/test_cli.py checks that all are there
             app.command(name)(importlib.import_module(module).command)
+    from edgevision.commands.weights import app as weights_app
+
+    app.add_typer(weights_app, name="weights")
 
 
 _register_data_commands()

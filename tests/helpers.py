@@ -17,8 +17,17 @@ _BLOCKER = textwrap.dedent(
         with open(_log, "a") as f:
             f.write(repr(args[:2]) + "\\n")
         raise OSError("network blocked by the EdgeVision test suite")
-    socket.socket.connect = _refuse
-    socket.socket.connect_ex = _refuse
+    _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+    def _connect_local(self, *args):  # Unix sockets (torch's data-loader workers) stay allowed
+        if self.family == socket.AF_UNIX:
+            return _connect(self, *args)
+        return _refuse(self, *args)
+    def _connect_ex_local(self, *args):
+        if self.family == socket.AF_UNIX:
+            return _connect_ex(self, *args)
+        return _refuse(self, *args)
+    socket.socket.connect = _connect_local
+    socket.socket.connect_ex = _connect_ex_local
     socket.create_connection = _refuse
     socket.getaddrinfo = _refuse
     '''

@@ -1,0 +1,102 @@
+"""The run folder: one place per training run, laid out the same for every backend.
+
+::
+
+    RUN/
+      config.yaml          resolved TrainConfig (rerun with --config RUN/config.yaml)
+      dataset.json         dataset content hash, class names, images/objects per split, source
+      environment.json     versions, CPU/GPU, threads, command line
+      weights/best.pt      best weights by validation mAP50-95; weights/last.pt resumable state
+      history.csv          one row per epoch (see HISTORY_COLUMNS)
+      curves.png           training curves drawn from history.csv
+      metrics.json         COCO metrics of best.pt on the validation split (+ backend's own numbers)
+      thresholds.json      per-class operating points, escape and false-reject rates
+      model_card.md        what was trained on what, how well, under which licences
+      backend/             the backend's own files (Ultralytics' save_dir, ...)
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HISTORY_COLUMNS", "RunPaths", "append_history", "read_history"]
+
+HISTORY_COLUMNS = ("epoch", "time_s", "train_loss", "val_map50", "val_map50_95", "lr")
+"""history.csv columns: epoch (1-based), wall seconds since the run started, mean training loss,
+validation mAP50 and mAP50-95 (empty when not measured that epoch), learning rate."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths inside one run folder (see the module doc)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def environment(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "weights"
+
+    @property
+    def best(self) -> Path:
+        return self.weights / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.weights / "last.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def thresholds(self) -> Path:
+        return self.root / "thresholds.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "model_card.md"
+
+    @property
+    def backend(self) -> Path:
+        return self.root / "backend"
+
+
+def append_history(path: Path, row: dict[str, Any]) -> None:
+    """Append one epoch row (keys from HISTORY_COLUMNS; missing ones left empty), header on first write."""
+    new = not path.exists()
+    with path.open("a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
+
+
+def read_history(path: Path) -> list[dict[str, float | None]]:
+    """Rows of history.csv as floats (None for empty cells); ``[]`` when the file is missing."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
