@@ -94,3 +94,23 @@ def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         expected = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
         raise ConfigError(f"{flag}: expected {expected}, got '{value}'")
+
+
+def write_json_option(path: Any, data: Any, what: str, flag: str = "--json") -> None:
+    """Write ``data`` as indented JSON for a ``--json OUT`` option and say so.
+
+    Raises:
+        ConfigError: the file cannot be written (one line naming the option and the path).
+    """
+    import json
+    from pathlib import Path
+
+    from edgevision.core.errors import ConfigError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write ({e.strerror})") from e
+    out.print(f"wrote {what} to {path}", highlight=False)

@@ -10,14 +10,13 @@ folder), else at ``--conf``. Exit code 0, or 2 for bad input (one line on stderr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import check_choice, out, print_findings
+from edgevision.commands._present import check_choice, out, print_findings, write_json_option
 
 LOW_CONF = 0.001
 """Confidence the model is run at, so that mAP sees the whole precision / recall curve."""
@@ -94,12 +93,7 @@ def command(
                       difficult=difficult)
     _print_report(report, f"{source} on {data} (split {split}, {len(gt)} images)")
     if json_out is not None:
-        try:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"--json {json_out}: cannot write ({e.strerror})") from e
-        out.print(f"wrote report to {json_out}", highlight=False)
+        write_json_option(json_out, report.to_dict(), "report")
 
 
 def _parse_target(target: str) -> tuple[str, float]:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import check_choice, out, print_findings
+from edgevision.commands._present import check_choice, out, print_findings, write_json_option
 
 
 def command(
@@ -19,7 +19,6 @@ def command(
     on_error: str = typer.Option("fail", "--on-error", help="fail | skip: stop at the first bad item or skip it."),
 ) -> None:
     """Images, objects and classes; boxes per image; COCO box sizes; image sizes; background images."""
-    import json
 
     from edgevision.convert import read_dataset
     from edgevision.core.errors import ConfigError
@@ -38,12 +37,7 @@ def command(
     out.print(class_stats_table(stats))
     out.print(image_size_table(stats))
     if json_out is not None:
-        try:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(stats.to_dict(), indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"--json {json_out}: cannot write ({e.strerror})") from e
-        out.print(f"wrote statistics to {json_out}", highlight=False)
+        write_json_option(json_out, stats.to_dict(), "statistics")
     if plots is not None:
         for p in write_plots(rr.dataset, stats, plots):
             out.print(f"wrote plot {p}", highlight=False)

@@ -32,8 +32,9 @@ Conventions:
       epoch ``e`` and the random augmentation of each sample depend only on ``(seed, e, index)``,
       never on the number of workers or on a resume. On the CPU a resumed run is bit-identical to an
       uninterrupted one, and ``workers`` 0 and 2 give identical weights (measured).
-    * **Targets**: objects flagged ``difficult`` are dropped from the training targets when
-      ``cfg.difficult`` is ``ignore`` or ``drop``; background images train as images with no box.
+    * **Targets**: objects flagged ``difficult`` are dropped from the training targets only when
+      ``cfg.difficult`` is ``drop`` (``ignore`` trains on them, as the Ultralytics backend does, and
+      only the evaluation ignores them); background images train as images with no box.
     * **Validation** after every epoch on the ``val`` split: COCO mAP50 and mAP50-95 by
       `edgevision.evaluate.coco.coco_evaluate` (pycocotools, 100 detections per image,
       ``conf=0.001``, ``difficult`` objects as ``cfg.difficult`` says); a metric pycocotools leaves
@@ -186,7 +187,7 @@ class _TrainSet:
         self.seed = cfg.seed
         self.augment = augment
         self.flip = augment is None and cfg.augment != "none"
-        self.drop_difficult = cfg.difficult in ("ignore", "drop")
+        self.drop_difficult = cfg.difficult == "drop"  # ignore: trained on, only the evaluation ignores them
         self.epoch = 0
 
     def __len__(self) -> int:

@@ -164,6 +164,9 @@ def train_ultralytics(
     except AssertionError as e:  # Ultralytics asserts on some user input (e.g. a finished run on resume)
         raise EdgeVisionError(f"{run.root}: Ultralytics refused: {str(e).splitlines()[0]}") from e
     seconds = time.time() - t_start
+    import torch
+
+    threads = torch.get_num_threads()  # what Ultralytics' device selection left: EdgeVision's choice, not cpu_count-1
     for src, dst in ((run.backend / "weights" / "last.pt", run.last), (run.backend / "weights" / "best.pt", run.best)):
         if src.exists():
             _copy_atomic(src, dst)
@@ -181,6 +184,7 @@ def train_ultralytics(
         "train_time_s": round(float(rows[-1]["time_s"] or 0.0), 1) if rows else None,
         "stopped_early": len(rows) < cfg.epochs and cfg.time_hours is None,
         "epochs_this_call": epochs_this_call,
+        "threads": threads,
     }
 
 

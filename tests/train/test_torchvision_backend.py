@@ -270,7 +270,7 @@ def test_training_samples_drop_difficult_scale_boxes_and_call_augment(data: Data
         seen.append((img.shape, img.dtype, boxes.dtype, boxes.copy(), ids.copy()))
         return img[:, ::-1], boxes[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [img.shape[1], 0, img.shape[1], 0], ids
 
-    cfg = _cfg(imgsz=64, difficult="ignore")
+    cfg = _cfg(imgsz=64, difficult="drop")
     img, target = tb._TrainSet([rec], cfg, aug)[(0, 0)]
     assert tuple(img.shape) == (3, 64, 64) and float(img.min()) >= 0 and float(img.max()) <= 1
     (shape, dtype, bdtype, boxes, ids), = seen
@@ -278,8 +278,9 @@ def test_training_samples_drop_difficult_scale_boxes_and_call_augment(data: Data
     assert np.allclose(boxes, src.boxes[1:] * 64 / IMGSZ), "difficult dropped, boxes scaled to imgsz"
     assert target["labels"].tolist() == (src.class_ids[1:] + 1).tolist(), "canonical id c -> label c + 1"
     assert np.allclose(target["boxes"].numpy()[:, [0, 2]], 64 - boxes[:, [2, 0]], atol=1e-4), "augment output used"
-    _, counted = tb._TrainSet([rec], _cfg(imgsz=64, difficult="count", augment="none"), None)[(0, 0)]
-    assert len(counted["boxes"]) == len(src) and np.allclose(counted["boxes"].numpy(), src.boxes * 64 / IMGSZ)
+    for policy in ("count", "ignore"):  # 'ignore' trains on difficult objects; only evaluation ignores them
+        _, counted = tb._TrainSet([rec], _cfg(imgsz=64, difficult=policy, augment="none"), None)[(0, 0)]
+        assert len(counted["boxes"]) == len(src) and np.allclose(counted["boxes"].numpy(), src.boxes * 64 / IMGSZ)
     bg = ImageRecord(name=src.name, size_hw=src.size_hw, path=src.path, split="train")
     _, empty = tb._TrainSet([bg], cfg, None)[(0, 0)]
     assert tuple(empty["boxes"].shape) == (0, 4) and tuple(empty["labels"].shape) == (0,)

@@ -77,6 +77,7 @@ def test_ultralytics_run_folder_is_complete_and_offline(env: dict[str, Path], yo
     coco = metrics["coco"]["coco"]
     assert 0.0 <= coco["map50_95"] <= coco["map50"] <= 1.0
     assert "metrics/mAP50-95(B)" in metrics["backend"]["metrics"]  # Ultralytics' own numbers beside ours
+    assert metrics["train"]["threads"] == os.cpu_count()  # all cores, not Ultralytics' cpu_count - 1
     th = json.loads((run / "thresholds.json").read_text())
     assert set(th["classes"]) == set(data["classes"]) and th["target"] == "recall"
     assert "escape_rate" in th["decisions"]
