@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--model", default="yolov8n")
     ap.add_argument("--augment", default="industrial")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--nbs", type=int, default=16, help="Ultralytics' nominal batch (64: accumulate 4 batches of 16 "
+                    "per step; 16: a step per batch, 4x more steps for the same compute)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--retrain", action="store_true", help="train again even when the cached model exists")
@@ -71,7 +73,7 @@ def main() -> int:
 
     home = edgevision_home()
     data = split_cache(src, home, args.seed)
-    tag = f"neu-det-{args.model}-{args.imgsz}-{args.augment}-{args.minutes:g}m-s{args.seed}"
+    tag = f"neu-det-{args.model}-{args.imgsz}-{args.augment}-nbs{args.nbs}-{args.minutes:g}m-s{args.seed}"
     run = home / "benchmarks" / tag
     wall = None
     if args.retrain or not (run / "metrics.json").is_file():
@@ -81,6 +83,9 @@ def main() -> int:
                "--augment", args.augment, "--time-hours", str(args.minutes / 60), "--overwrite"]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        cfg = home / "benchmarks" / f"{tag}.yaml"
+        cfg.write_text(f"ultralytics: {{nbs: {args.nbs}}}\n")
+        cmd += ["--config", str(cfg)]
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=REPO)
@@ -96,7 +101,7 @@ def main() -> int:
     n_train = json.loads((run / "dataset.json").read_text())["splits"]["train"]["images"]
     result = {
         "run": str(run), "model": args.model, "imgsz": args.imgsz, "augment": args.augment,
-        "budget_min": args.minutes, "epochs": len(hist), "train_images": n_train,
+        "budget_min": args.minutes, "nbs": args.nbs, "batch": args.batch, "epochs": len(hist), "train_images": n_train,
         "coco_map50": coco["map50"], "coco_map50_95": coco["map50_95"],
         "ultralytics_map50": own.get("metrics/mAP50(B)"), "ultralytics_map50_95": own.get("metrics/mAP50-95(B)"),
         "train_images_per_s": metrics["train"].get("train_images_per_s"),

@@ -59,6 +59,9 @@ class TrainConfig(BaseModel):
         lr0: initial learning rate (None: the backend's default).
         plots: write training curves (needs matplotlib).
         operating_point: how per-class thresholds are chosen (see `OperatingPointConfig`).
+        ultralytics: extra Ultralytics ``train`` arguments (``nbs``, ``optimizer``, ``mosaic``,
+            ``close_mosaic``, ...), checked against Ultralytics' own defaults file; ignored by the
+            torchvision backend. Keys EdgeVision sets itself (``data``, ``epochs``, ...) are refused.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -83,6 +86,7 @@ class TrainConfig(BaseModel):
     lr0: float | None = Field(None, gt=0)
     plots: bool = True
     operating_point: OperatingPointConfig = Field(default_factory=OperatingPointConfig)
+    ultralytics: dict[str, Any] = Field(default_factory=dict)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The config as YAML-ready data, keys as in the file (``from``, not ``from_``)."""

@@ -190,6 +190,10 @@ def prepare_run(cfg: TrainConfig | None, out: Path | str, *, resume: bool = Fals
     if cfg.backend == "torchvision" and "," in cfg.device:
         raise ConfigError(f"device '{cfg.device}': several GPUs (DDP) are supported by the ultralytics backend only")
     spec = resolve_model(cfg.model, cfg.backend)
+    if cfg.backend == "ultralytics":
+        from edgevision.train.ultralytics_backend import check_extra_args
+
+        check_extra_args(cfg.ultralytics)
     if cfg.augment != "none":
         from edgevision.train.augment import list_presets
 

@@ -40,6 +40,44 @@ def _device_arg(device: str) -> str:
     raise ConfigError(f"device '{device}': expected cpu, a GPU index such as 0, or several such as 0,1")
 
 
+OWN_ARGS = frozenset({
+    "data", "device", "workers", "verbose", "trainer", "augmentations", "resume", "epochs", "imgsz", "batch",
+    "seed", "deterministic", "patience", "project", "name", "exist_ok", "plots", "pretrained", "time", "lr0",
+    "model", "mode", "task",
+})
+"""Ultralytics arguments EdgeVision sets from TrainConfig; ``ultralytics:`` extras may not override them."""
+
+
+def check_extra_args(extra: dict[str, Any]) -> None:
+    """Refuse ``ultralytics:`` config keys that Ultralytics does not know or EdgeVision sets itself.
+
+    Reads Ultralytics' ``cfg/default.yaml`` without importing Ultralytics.
+
+    Raises:
+        ConfigError: one line naming the key, with the closest valid one.
+    """
+    if not extra:
+        return
+    import difflib
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("train config field 'ultralytics' needs the train extra (Ultralytics is not installed)")
+    default = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "default.yaml"
+    known = set(yaml.safe_load(default.read_text(encoding="utf-8")))
+    for key in extra:
+        if key in OWN_ARGS:
+            raise ConfigError(f"train config field 'ultralytics.{key}': set by EdgeVision; use the top-level "
+                              f"'{key}' key (or the matching command-line flag) instead")
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known - OWN_ARGS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown train config field 'ultralytics.{key}' (not an Ultralytics train argument){hint}")
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
@@ -99,10 +137,12 @@ def train_ultralytics(
     else:
         model = YOLO(str(spec.path) if spec.kind == "weights" and spec.path else (spec.arch or cfg.model))
 
-    state: dict[str, Any] = {"t0": time.time(), "epoch_ended": None, "batch": 0, "final": None, "images": 0}
+    state: dict[str, Any] = {"t0": time.time(), "epoch_ended": None, "batch": 0, "final": None, "images": 0,
+                             "train_s": 0.0, "epoch_t0": time.time()}
 
     def on_train_epoch_start(tr: Any) -> None:
         state["batch"] = 0
+        state["epoch_t0"] = time.time()
 
     def on_train_batch_end(tr: Any) -> None:
         state["batch"] += 1
@@ -112,6 +152,7 @@ def train_ultralytics(
 
     def on_train_epoch_end(tr: Any) -> None:
         state["epoch_ended"] = tr.epoch
+        state["train_s"] += time.time() - state["epoch_t0"]  # forward/backward passes only, no validation
 
     def on_fit_epoch_end(tr: Any) -> None:
         if tr.epoch != state["epoch_ended"]:  # the final validation of best.pt, not an epoch
@@ -152,7 +193,7 @@ def train_ultralytics(
         args.update(
             epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, seed=cfg.seed, deterministic=True,
             patience=cfg.patience or 10**6, project=str(run.root), name=run.backend.name, exist_ok=True,
-            plots=cfg.plots, pretrained=spec.kind == "weights", **(hyp or {}),
+            plots=cfg.plots, pretrained=spec.kind == "weights", **{**(hyp or {}), **cfg.ultralytics},
         )
         if cfg.time_hours is not None:
             args["time"] = cfg.time_hours
@@ -180,7 +221,8 @@ def train_ultralytics(
         "best_map50": best["val_map50"] if best else None,
         "best_map50_95": best["val_map50_95"] if best else None,
         "ultralytics_metrics": state["final"] or {},
-        "train_images_per_s": round(state["images"] / seconds, 2) if seconds > 0 else None,
+        "train_images_per_s": round(state["images"] / state["train_s"], 2) if state["train_s"] > 0 else None,
+        "wall_s_this_call": round(seconds, 1),
         "train_time_s": round(float(rows[-1]["time_s"] or 0.0), 1) if rows else None,
         "stopped_early": len(rows) < cfg.epochs and cfg.time_hours is None,
         "epochs_this_call": epochs_this_call,

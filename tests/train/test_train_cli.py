@@ -179,6 +179,8 @@ def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
     (["--epochs", "1"], "epocs: 3\n", "unknown train config field 'epocs'; did you mean 'epochs'?"),
     (["--epochs", "1"], "imgsz: large\n", "train config field 'imgsz'"),
     (["--data", "missing-folder"], None, "missing-folder: dataset not found"),
+    ([], "ultralytics: {nbss: 16}\n", "unknown train config field 'ultralytics.nbss' (not an Ultralytics train argument); did you mean 'nbs'?"),
+    ([], "ultralytics: {epochs: 3}\n", "'ultralytics.epochs': set by EdgeVision"),
     (["--model", "yolov8n.pt"], None, "edgevision weights add FILE"),
     (["--augment", "industrail"], None, "Did you mean 'industrial'?"),
     (["--backend", "torchvision", "--model", "yolov8n"], None, "torchvision architecture"),
