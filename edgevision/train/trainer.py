@@ -183,9 +183,17 @@ def prepare_run(cfg: TrainConfig | None, out: Path | str, *, resume: bool = Fals
     else:
         if cfg is None:
             raise ConfigError("no training config")
-        if run.root.exists() and any(run.root.iterdir()) and not overwrite:
-            raise OutputExistsError(f"{run.root}: run folder already exists; choose another --out, pass --overwrite, "
-                                    f"or --resume {run.root} to continue it")
+        if run.root.exists() and any(run.root.iterdir()):
+            if not overwrite:
+                raise OutputExistsError(f"{run.root}: run folder already exists; choose another --out, pass "
+                                        f"--overwrite, or --resume {run.root} to continue it")
+            if not run.config.is_file():
+                raise OutputExistsError(f"{run.root}: not an EdgeVision run folder (no config.yaml); --overwrite "
+                                        "only replaces run folders, choose another --out")
+        if cfg.data is not None:
+            from edgevision.core.io import check_output_path
+
+            check_output_path(cfg.data, run.root, overwrite=True)  # the run folder must not hold the dataset
     assert cfg is not None
     if cfg.backend == "torchvision" and "," in cfg.device:
         raise ConfigError(f"device '{cfg.device}': several GPUs (DDP) are supported by the ultralytics backend only")
@@ -231,6 +239,16 @@ def _ultralytics_dataset(prep: PreparedRun) -> Path:
     if not yaml_file.is_file():
         raise EdgeVisionError(f"{cache}: the YOLO writer made no data.yaml")
     return yaml_file
+
+
+def _write_run_data_yaml(cached: Path, dst: Path) -> None:
+    """``RUN/data.yaml``: the cached Ultralytics dataset's description with an absolute ``path``, so
+    the run folder says exactly which copy trained it and Ultralytics' own tools can reuse it."""
+    data = yaml.safe_load(cached.read_text(encoding="utf-8"))
+    data = {"path": str(cached.parent.resolve()), **{k: v for k, v in data.items() if k != "path"}}
+    text = ("# The Ultralytics dataset this run trained on: EdgeVision's cached copy, keyed by the dataset's\n"
+            "# content hash (dataset.json). Delete the cache freely: the next run writes it again.\n")
+    dst.write_text(text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -296,6 +314,7 @@ def train(prep: PreparedRun, *, progress: Progress | None = None, verbose: bool 
         data_yaml = _ultralytics_dataset(prep)
         info["cache"] = str(data_yaml.parent)
         _write_json(run.dataset, info)
+        _write_run_data_yaml(data_yaml, run.root / "data.yaml")
         summary = train_ultralytics(cfg, prep.spec, data_yaml, run, resume=prep.resume, augmentations=augmentations,
                                     hyp=hyp, progress=progress, verbose=verbose)
     else:

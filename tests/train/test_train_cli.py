@@ -69,6 +69,8 @@ def test_ultralytics_run_folder_is_complete_and_offline(env: dict[str, Path], yo
     data = json.loads((run / "dataset.json").read_text())
     assert len(data["hash"]) == 64 and data["classes"][0] == "crack"
     assert (Path(data["cache"]) / "data.yaml").is_file()  # the cached Ultralytics copy
+    run_yaml = yaml.safe_load((run / "data.yaml").read_text())
+    assert run_yaml["path"] == str(Path(data["cache"]).resolve()) and run_yaml["names"][0] == "crack"
     env_json = json.loads((run / "environment.json").read_text())
     assert env_json["versions"]["ultralytics"] if "versions" in env_json else env_json
     hist = (run / "history.csv").read_text().splitlines()
@@ -208,3 +210,13 @@ def test_existing_run_folder_is_refused(env: dict[str, Path], tmp_path: Path) ->
     (run / "keep.txt").write_text("x")
     r = run_cli("train", "--data", env["sample"], "--out", run)
     assert r.returncode == 2 and "--resume" in r.stderr and (run / "keep.txt").exists()
+
+
+def test_overwrite_replaces_only_run_folders_and_never_the_dataset(env: dict[str, Path], tmp_path: Path) -> None:
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.jpg").write_bytes(b"x")
+    r = run_cli("train", "--data", env["sample"], "--out", other, "--overwrite")
+    assert r.returncode == 2 and "not an EdgeVision run folder" in r.stderr and (other / "keep.jpg").exists()
+    r = run_cli("train", "--data", env["sample"], "--out", env["sample"] / "run")
+    assert r.returncode == 2 and "inside it" in r.stderr and not (env["sample"] / "run").exists()
