@@ -197,6 +197,7 @@ def prepare_run(cfg: TrainConfig | None, out: Path | str, *, resume: bool = Fals
     assert cfg is not None
     if cfg.backend == "torchvision" and "," in cfg.device:
         raise ConfigError(f"device '{cfg.device}': several GPUs (DDP) are supported by the ultralytics backend only")
+    _check_installed(cfg.backend)
     spec = resolve_model(cfg.model, cfg.backend)
     if cfg.backend == "ultralytics":
         from edgevision.train.ultralytics_backend import check_extra_args
@@ -221,6 +222,17 @@ def prepare_run(cfg: TrainConfig | None, out: Path | str, *, resume: bool = Fals
         raise DatasetError(f"{len(missing)} image file(s) missing, first: {missing[0]}; training needs every image")
     return PreparedRun(cfg=cfg, spec=spec, dataset=ds, run=run, data_hash=dataset_hash(ds), split_made=made,
                        source_format=fmt, resume=resume)
+
+
+def _check_installed(backend: str) -> None:
+    """One line instead of an ImportError when the train extra is missing."""
+    import importlib.util
+
+    needed = ("torch", "torchvision", "albumentations") + (("ultralytics",) if backend == "ultralytics" else ())
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"the {backend} backend needs the train extra ({', '.join(missing)} not installed): "
+                          "scripts/install.sh .venv train")
 
 
 def _ultralytics_dataset(prep: PreparedRun) -> Path:
