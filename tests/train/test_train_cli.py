@@ -146,7 +146,7 @@ def test_torchvision_backend_through_the_cli(env: dict[str, Path]) -> None:
 def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
     run = env["root"] / "run-resume"
     cmd = [sys.executable, "-m", "edgevision", "train", "--data", str(env["sample"]), "--model", "yolov8n",
-           "--out", str(run), "--epochs", "3", "--imgsz", "64", "--batch", "8", "--workers", "0"]
+           "--out", str(run), "--epochs", "8", "--imgsz", "64", "--batch", "8", "--workers", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"))
     deadline = time.time() + 240
@@ -154,7 +154,7 @@ def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
         h = run / "history.csv"
         if h.is_file() and len(h.read_text().splitlines()) >= 2 and (run / "weights" / "last.pt").is_file():
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -167,7 +167,7 @@ def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resuming" in r.stdout
     epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == ["1", "2", "3"]
+    assert epochs == [str(e) for e in range(1, 9)]  # the interrupted epoch is redone, none is lost or doubled
     assert yaml.safe_load((run / "config.yaml").read_text()) == before
     # the augmentation preset survives the resume (Ultralytics writes the args it trains with)
     after = yaml.safe_load((run / "backend" / "args.yaml").read_text())
