@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,13 +102,9 @@ class OperatingPoints:
 
     def save(self, path: Path | str) -> Path:
         """Write ``to_dict()`` as JSON atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        from edgevision.core.io import write_atomic
+
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def for_labels(self, labels: LabelMap) -> NDArray[np.float64]:
         """Thresholds ``(K,)`` in the order of ``labels``.

@@ -29,11 +29,10 @@ import json
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from edgevision.core.io import edgevision_home
+from edgevision.core.io import copy_atomic, edgevision_home, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +95,7 @@ def _install_fonts(cfg: Path) -> None:
     src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     for f in wanted:
         if not f.exists():
-            tmp = f.with_name(f".{f.name}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, f)
+            copy_atomic(src, f)
 
 
 def prepare_ultralytics(*, threads: int | None = None, verbose: bool = False) -> Any:
@@ -130,9 +127,7 @@ def prepare_ultralytics(*, threads: int | None = None, verbose: bool = False) ->
         except ValueError:
             current = {}
     if {k: current.get(k) for k in want if k != "uuid"} != {k: v for k, v in want.items() if k != "uuid"}:
-        tmp = settings_file.with_name(".settings.json.tmp")
-        tmp.write_text(json.dumps(want, indent=2), encoding="utf-8")
-        os.replace(tmp, settings_file)
+        write_atomic(settings_file, json.dumps(want, indent=2))
     _install_fonts(cfg)
 
     import ultralytics

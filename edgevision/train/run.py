@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_COLUMNS", "RunPaths", "append_history", "read_history"]
+__all__ = ["HISTORY_COLUMNS", "RunPaths", "append_history", "read_history", "rewrite_history"]
 
 HISTORY_COLUMNS = ("epoch", "time_s", "train_loss", "val_map50", "val_map50_95", "lr")
 """history.csv columns: epoch (1-based), wall seconds since the run started, mean training loss,
@@ -100,3 +100,27 @@ def read_history(path: Path) -> list[dict[str, float | None]]:
         return []
     with path.open(newline="", encoding="utf-8") as f:
         return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def rewrite_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace history.csv by ``rows`` atomically (on resume: drop epochs that will be redone).
+
+    An empty ``rows`` removes the file.
+    """
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    import io
+
+    from edgevision.core.io import write_atomic
+
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row.get(k) is None else _cell(k, row[k])) for k in HISTORY_COLUMNS})
+    write_atomic(path, buf.getvalue())
+
+
+def _cell(key: str, v: Any) -> Any:
+    return int(v) if key == "epoch" else v  # read_history gives floats; the epoch column stays an integer

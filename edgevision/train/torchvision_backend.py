@@ -63,7 +63,7 @@ from numpy.typing import NDArray
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, DatasetError
 from edgevision.train.config import TrainConfig
-from edgevision.train.run import HISTORY_COLUMNS, RunPaths, append_history
+from edgevision.train.run import RunPaths, append_history, rewrite_history
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ def _train(
         best_epoch, best_map50 = int(ck.get("best_epoch", 0)), float(ck.get("best_map50", 0.0))
         history = list(ck.get("history", []))
         elapsed0 = float(ck.get("elapsed_s", 0.0))
-        _rewrite_history(run.history, history)
+        rewrite_history(run.history, history)
         log.info("resuming %s from epoch %d of %d", run.root, start_epoch, cfg.epochs)
     else:
         with contextlib.suppress(FileNotFoundError):
@@ -604,19 +604,6 @@ def _set_rng(rng: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def _rewrite_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        for row in rows:
-            append_history(tmp, {k: row.get(k) for k in HISTORY_COLUMNS})
-        if rows:
-            os.replace(tmp, path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- validation

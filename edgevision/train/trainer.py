@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import yaml
 
 from edgevision.core.dataset import Dataset, ImageRecord
 from edgevision.core.errors import ConfigError, DatasetError, EdgeVisionError, OutputExistsError
-from edgevision.core.io import edgevision_home, sha256_file
+from edgevision.core.io import edgevision_home, sha256_file, write_atomic
 from edgevision.train.config import TrainConfig, resolve_train_config
 from edgevision.train.run import RunPaths
 from edgevision.train.weights import ModelSpec, resolve_model
@@ -264,9 +263,7 @@ def _write_run_data_yaml(cached: Path, dst: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _augmentation(prep: PreparedRun) -> tuple[list[dict[str, Any]] | None, dict[str, Any], bool]:
@@ -303,9 +300,7 @@ def train(prep: PreparedRun, *, progress: Progress | None = None, verbose: bool 
     run.weights.mkdir(exist_ok=True)
     augmentations, hyp, mono = _augmentation(prep)
     if not prep.resume:
-        tmp = run.config.with_name(".config.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-        os.replace(tmp, run.config)
+        write_atomic(run.config, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False, allow_unicode=True))
     from edgevision.train.report import environment
 
     ds = prep.dataset

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,8 +21,9 @@ import numpy as np
 
 from edgevision.core.dataset import ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, EdgeVisionError
+from edgevision.core.io import copy_atomic
 from edgevision.train.config import TrainConfig
-from edgevision.train.run import RunPaths, append_history, read_history
+from edgevision.train.run import RunPaths, append_history, read_history, rewrite_history
 from edgevision.train.weights import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,6 @@ def cpu_optimizer(device: str, cfg: TrainConfig, data_yaml: Path) -> dict[str, A
     return {"optimizer": "AdamW", "lr0": lr, "momentum": cfg.ultralytics.get("momentum", 0.9)}
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def train_ultralytics(
     cfg: TrainConfig,
     spec: ModelSpec,
@@ -152,7 +145,7 @@ def train_ultralytics(
         if ckpt_epoch < 0:
             raise ConfigError(f"{run.root}: training already finished ({len(history_before)} epochs); nothing to resume")
         # history rows after the checkpoint's epoch belong to an epoch that will be redone
-        _truncate_history(run.history, ckpt_epoch + 1)
+        rewrite_history(run.history, history_before[:ckpt_epoch + 1])
     else:
         model = YOLO(str(spec.path) if spec.kind == "weights" and spec.path else (spec.arch or cfg.model))
 
@@ -193,7 +186,7 @@ def train_ultralytics(
     def on_model_save(tr: Any) -> None:
         for src, dst in ((tr.last, run.last), (tr.best, run.best)):
             if Path(src).exists():
-                _copy_atomic(Path(src), dst)
+                copy_atomic(Path(src), dst)
 
     for event, fn in (("on_train_epoch_start", on_train_epoch_start), ("on_train_batch_end", on_train_batch_end),
                       ("on_train_epoch_end", on_train_epoch_end), ("on_fit_epoch_end", on_fit_epoch_end),
@@ -230,7 +223,7 @@ def train_ultralytics(
     threads = torch.get_num_threads()  # what Ultralytics' device selection left: EdgeVision's choice, not cpu_count-1
     for src, dst in ((run.backend / "weights" / "last.pt", run.last), (run.backend / "weights" / "best.pt", run.best)):
         if src.exists():
-            _copy_atomic(src, dst)
+            copy_atomic(src, dst)
     rows = read_history(run.history)
     scored = [r for r in rows if r.get("val_map50_95") is not None]
     best = max(scored, key=lambda r: r["val_map50_95"] or 0.0) if scored else None

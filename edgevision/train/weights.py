@@ -17,16 +17,13 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgevision.core.errors import ConfigError
-from edgevision.core.io import edgevision_home, sha256_file
+from edgevision.core.io import copy_atomic, edgevision_home, sha256_file, write_atomic
 
 __all__ = [
     "TORCHVISION_ARCHS",
@@ -114,13 +111,8 @@ def _load() -> dict[str, WeightsEntry]:
 
 
 def _save(entries: dict[str, WeightsEntry]) -> None:
-    f = _registry_file()
-    f.parent.mkdir(parents=True, exist_ok=True)
     data = {"version": 1, "weights": {k: asdict(v) for k, v in sorted(entries.items())}}
-    fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=".registry.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, f)
+    write_atomic(_registry_file(), json.dumps(data, indent=2))
 
 
 def list_weights() -> list[WeightsEntry]:
@@ -158,9 +150,7 @@ def add_weights(file: Path | str, name: str, licence: str, origin: str | None = 
     dst = registry_dir() / rel
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not dst.exists():
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        copy_atomic(src, dst)
     old = entries.get(name)
     entry = WeightsEntry(
         name=name, file=rel, sha256=digest, licence=licence.strip(),
