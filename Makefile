@@ -10,7 +10,7 @@ demo:  # installs the base only when .venv has no edgevision yet (make test inst
 	$(VENV)/bin/edgevision demo
 
 install:
-	scripts/install.sh $(VENV) dev,train,plots
+	scripts/install.sh $(VENV) dev,train,plots,onnxruntime
 
 test: install
 	$(PY) -m pytest -q

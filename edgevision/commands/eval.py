@@ -1,11 +1,11 @@
 """``edgevision eval [MODEL] --data DATASET [--split val] [--predictions FILE] [--json OUT] ...``.
 
-Evaluates a trained model (a run folder, a ``.pt``, later an ONNX file, through
-`edgevision.train.predict.load_predictor`) or a predictions file (COCO results JSON or EdgeVision
+Evaluates a trained model (a run folder, a ``.pt``, or an ONNX file through the torch-free runtime;
+see `edgevision.train.predict.load_predictor`) or a predictions file (COCO results JSON or EdgeVision
 predictions JSON, see `edgevision.evaluate.predictions`) on one split of a dataset: COCO metrics
 (pycocotools), P/R/F1 at ``--conf``, a confusion matrix, and image-level escape / false-reject
 rates at the operating points of ``--thresholds`` (or of ``MODEL/thresholds.json`` for a run
-folder), else at ``--conf``. Exit code 0, or 2 for bad input (one line on stderr).
+folder, or of the ONNX model's metadata), else at ``--conf``. Exit code 0, or 2 for bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def command(
     if thresholds is None and model is not None and model.is_dir() and (model / "thresholds.json").is_file():
         thresholds = model / "thresholds.json"
     operating = OperatingPoints.load(thresholds) if thresholds is not None else None
+    if operating is None and goal is None and model is not None and model.suffix.lower() == ".onnx" and model.is_file():
+        from edgevision.runtime import read_metadata
+
+        meta = read_metadata(model)
+        if meta.thresholds:
+            operating = OperatingPoints.from_dict(meta.thresholds, where=f"{model}: metadata thresholds")
 
     rr = read_dataset(data, src_format, recipe=recipe)
     print_findings(rr.report)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Detections", "Detector", "ModelFormatError", "ModelMetadata", "read_metadata"]
+__all__ = ["Detections", "Detector", "ImageReadError", "ModelFormatError", "ModelMetadata", "read_metadata"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import edgevision.runtime` must not import onnxruntime
@@ -20,6 +20,10 @@ def __getattr__(name: str) -> Any:  # lazy: `import edgevision.runtime` must not
         from edgevision.runtime import detector
 
         return getattr(detector, name)
+    if name == "ImageReadError":
+        from edgevision.runtime import images
+
+        return images.ImageReadError
     if name in ("ModelMetadata", "ModelFormatError"):
         from edgevision.runtime import metadata
 

@@ -1,0 +1,359 @@
+"""Prediction on files, folders, globs and videos: what ``edgevision predict`` runs.
+
+`iter_sources` turns a SOURCE argument into frames (name + decoded image, or the reason it could not
+be read); `open_model` opens an ONNX file through the torch-free `edgevision.runtime.Detector` or a
+run folder / ``.pt`` through the training backend; `predict_source` runs one over the other and
+collects detections, image-level decisions at the model's operating points and unreadable inputs.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevision.core.dataset import ImageRecord, LabelMap
+from edgevision.core.errors import ConfigError, EdgeVisionError
+from edgevision.core.io import IMAGE_EXTS
+
+__all__ = ["VIDEO_EXTS", "Frame", "PredictResult", "iter_sources", "open_model", "predict_source"]
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+"""File suffixes read as videos (through OpenCV's FFmpeg backend), frame by frame."""
+
+
+@dataclass
+class Frame:
+    """One input: an image file or a video frame.
+
+    Attributes:
+        name: the name in the outputs: the path relative to a SOURCE folder (POSIX), the file name, or
+            ``video.mp4#000123`` for frame 123 of a video.
+        path: the file (the video for frames).
+        image: the decoded image (OpenCV convention: BGR / grey, uint8 or uint16), None when unreadable.
+        error: why it could not be read (one line), else None.
+    """
+
+    name: str
+    path: Path
+    image: np.ndarray | None = None
+    error: str | None = None
+
+
+def _glob_chars(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def source_files(source: str) -> tuple[list[tuple[str, Path]], bool]:
+    """Expand SOURCE into ``(name, path)`` pairs and whether it is one video.
+
+    Raises:
+        ConfigError: nothing exists at SOURCE, or it matches no image.
+    """
+    p = Path(source)
+    if p.is_file():
+        return [(p.name, p)], p.suffix.lower() in VIDEO_EXTS
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise ConfigError(f"{source}: folder holds no image files ({', '.join(IMAGE_EXTS)})")
+        return [(f.relative_to(p).as_posix(), f) for f in files], False
+    if _glob_chars(source):
+        files = sorted(Path(f) for f in glob.glob(source, recursive=True) if Path(f).is_file())
+        files = [f for f in files if f.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS]
+        if not files:
+            raise ConfigError(f"{source}: the pattern matches no image or video file")
+        videos = [f for f in files if f.suffix.lower() in VIDEO_EXTS]
+        if videos and len(files) > 1:
+            raise ConfigError(f"{source}: the pattern matches videos and other files; give one video or images only")
+        names = _unique_names(files)
+        return list(zip(names, files)), bool(videos)
+    raise ConfigError(f"{source}: no such file or folder (expected an image, a folder, a glob pattern or a video)")
+
+
+def _unique_names(files: list[Path]) -> list[str]:
+    """File names, or paths relative to their common folder when two files share a name."""
+    names = [f.name for f in files]
+    if len(set(names)) == len(names):
+        return names
+    import os
+
+    root = Path(os.path.commonpath([str(f.parent.resolve()) for f in files]))
+    return [f.resolve().relative_to(root).as_posix() for f in files]
+
+
+def read_image_file(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """Decode an image file as OpenCV does (any depth / channels kept); ``(None, reason)`` when it cannot."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # cv2.imread fails on non-ASCII paths on Windows
+    except OSError as e:
+        return None, f"not readable ({e.strerror or e.__class__.__name__})"
+    if not data.size:
+        return None, "empty file (0 bytes)"
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None, "not an image OpenCV can decode (truncated or another file type)"
+    return img, None
+
+
+def iter_sources(source: str, *, vid_stride: int = 1) -> Iterator[Frame]:
+    """Yield every image (or every ``vid_stride``-th video frame) of SOURCE in a stable order.
+
+    Raises:
+        ConfigError: SOURCE matches nothing, or a video cannot be opened.
+    """
+    files, is_video = source_files(source)
+    if not is_video:
+        for name, path in files:
+            img, error = read_image_file(path)
+            yield Frame(name, path, img, error)
+        return
+    import cv2
+
+    name, path = files[0]
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ConfigError(f"{path}: OpenCV cannot open this video (codec or container not supported by its FFmpeg "
+                          "build); convert it to MP4 (H.264) or extract the frames as images")
+    try:
+        i = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            if i % vid_stride == 0:
+                yield Frame(f"{name}#{i:06d}", path, img, None)
+            i += 1
+    finally:
+        cap.release()
+
+
+def video_frame_count(path: Path) -> int | None:
+    """Frames OpenCV reports for a video (may be approximate), None when unknown."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    return n if n > 0 else None
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class OpenModel:
+    """A model ready to predict one decoded image at a time.
+
+    Attributes:
+        labels: class names; kind: ``onnx`` or ``pytorch``; operating: ``{class: threshold}`` from the
+            model (ONNX metadata or the run's thresholds.json), or None;
+        detect: ``detect(frame, conf, iou, max_det)`` -> an `ImageRecord` with scores, boxes in the
+            image's pixels, only detections passing ``conf`` (a float, or per-class thresholds).
+        describe: one line for the console (file, providers / device).
+    """
+
+    labels: LabelMap
+    kind: str
+    operating: dict[str, float] | None
+    detect: Callable[[Frame, Any, float, int], ImageRecord]
+    describe: str
+    tiled: bool = False
+
+
+def open_model(model: Path, *, providers: list[str] | None = None, threads: int | None = None, device: str = "cpu",
+               tile: int | None = None, tile_overlap: float = 0.2, full_pass: bool = False) -> OpenModel:
+    """Open MODEL for `predict_source`: an ``.onnx`` file through the runtime, else the training backend.
+
+    Args:
+        tile: run tiled inference with square slices of this side (0 = the model's input size); None: off.
+
+    Raises:
+        ConfigError / ModelFormatError: a missing or unusable model, tiling asked of a PyTorch model.
+    """
+    if model.suffix.lower() == ".onnx":
+        return _open_onnx(model, providers, threads, tile, tile_overlap, full_pass)
+    if tile is not None:
+        raise ConfigError(f"{model}: tiled inference runs on ONNX models; export it first (edgevision export)")
+    if providers:
+        raise ConfigError("--providers applies to ONNX models; use --device for a run folder or .pt")
+    return _open_torch(model, device, threads)
+
+
+def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, tile: int | None,
+               overlap: float, full_pass: bool) -> OpenModel:
+    if not model.is_file():
+        raise ConfigError(f"{model}: model file not found")
+    from edgevision.runtime import Detector
+
+    det = Detector(model, providers=providers, threads=threads)
+    labels = LabelMap(list(det.names))
+
+    def detect(frame: Frame, conf: Any, iou: float, max_det: int) -> ImageRecord:
+        assert frame.image is not None
+        if tile is not None:
+            d = det.tiled(frame.image, tile=tile or None, overlap=overlap, full_pass=full_pass, conf=conf, iou=iou,
+                          max_det=max_det)
+        else:
+            d = det(frame.image, conf=conf, iou=iou, max_det=max_det)
+        return d.to_record(frame.name, path=frame.path)
+
+    return OpenModel(labels, "onnx", det.metadata.class_thresholds(), detect,
+                     f"{model} (ONNX {det.metadata.output.layout}, {det.metadata.precision}; "
+                     f"providers {', '.join(det.providers)})", tiled=tile is not None)
+
+
+def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
+    from edgevision.train.predict import load_predictor
+
+    pred = load_predictor(model, device=device, threads=threads)
+    operating = None
+    thr_file = model / "thresholds.json" if model.is_dir() else model.parent.parent / "thresholds.json"
+    if thr_file.is_file():
+        from edgevision.evaluate.operating import OperatingPoints
+
+        operating = dict(OperatingPoints.load(thr_file).classes)
+    names = list(pred.labels.names)
+
+    def detect(frame: Frame, conf: Any, iou: float, max_det: int) -> ImageRecord:
+        if frame.image is None or "#" in frame.name and frame.path.suffix.lower() in VIDEO_EXTS:
+            raise ConfigError(f"{frame.path}: videos are predicted by ONNX models; export the model first "
+                              "(edgevision export)")
+        h, w = frame.image.shape[:2]
+        rec = ImageRecord(name=frame.name, size_hw=(h, w), path=frame.path)
+        low = min(conf.values()) if isinstance(conf, dict) else float(conf)
+        p = pred.predict([rec], conf=low, max_det=max_det)[0]
+        return _apply_thresholds(p, conf, names)
+
+    return OpenModel(LabelMap(names), "pytorch", operating, detect, f"{model} (PyTorch, device {device})")
+
+
+def _apply_thresholds(rec: ImageRecord, conf: Any, names: list[str]) -> ImageRecord:
+    """Keep the detections passing ``conf`` (one number or ``{class: threshold}``)."""
+    if not len(rec):
+        return rec
+    thr = (np.array([float(conf[n]) for n in names]) if isinstance(conf, dict)
+           else np.full(len(names), float(conf)))
+    assert rec.scores is not None
+    return rec.subset(rec.scores >= thr[rec.class_ids])
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class PredictResult:
+    """Everything ``edgevision predict`` reports.
+
+    Attributes:
+        records: one prediction record per readable input, in input order.
+        decisions: ``{name: "reject" | "accept"}``: reject when any detection passes its threshold.
+        unreadable: ``[(name, reason)]`` for inputs that could not be decoded or predicted.
+        thresholds: ``{class: threshold}`` used; threshold_source: where they came from.
+    """
+
+    records: list[ImageRecord] = field(default_factory=list)
+    decisions: dict[str, str] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    threshold_source: str = ""
+
+    def class_summary(self, names: list[str]) -> dict[str, dict[str, int]]:
+        """Per class: detections and images with at least one."""
+        out = {n: {"detections": 0, "images": 0} for n in names}
+        for r in self.records:
+            if not len(r):
+                continue
+            ids, counts = np.unique(r.class_ids, return_counts=True)
+            for i, c in zip(ids.tolist(), counts.tolist()):
+                out[names[i]]["detections"] += int(c)
+                out[names[i]]["images"] += 1
+        return out
+
+
+def resolve_thresholds(m: OpenModel, conf: float | None) -> tuple[dict[str, float], str]:
+    """Per-class thresholds: ``--conf`` for every class, else the model's operating points, else 0.25."""
+    names = list(m.labels.names)
+    if conf is not None:
+        return {n: float(conf) for n in names}, f"--conf {conf:g}"
+    if m.operating:
+        missing = [n for n in names if n not in m.operating]
+        if missing:
+            raise ConfigError(f"the model's operating points miss classes {missing}; pass --conf")
+        return {n: float(m.operating[n]) for n in names}, "the model's operating points"
+    return {n: 0.25 for n in names}, "default conf 0.25 (the model has no operating points)"
+
+
+def predict_source(m: OpenModel, frames: Iterator[Frame], *, conf: float | None, iou: float, max_det: int,
+                   on_frame: Callable[[Frame, ImageRecord | None], None] | None = None) -> PredictResult:
+    """Run ``m`` over ``frames``; unreadable inputs and per-image failures are listed, not fatal.
+
+    Args:
+        on_frame: called after each input with the frame and its record (None when unreadable).
+    """
+    thr, source = resolve_thresholds(m, conf)
+    res = PredictResult(thresholds=thr, threshold_source=source)
+    for frame in frames:
+        rec: ImageRecord | None = None
+        if frame.error is not None:
+            res.unreadable.append((frame.name, frame.error))
+        else:
+            try:
+                rec = m.detect(frame, thr, iou, max_det)
+            except ConfigError:
+                raise
+            except EdgeVisionError as e:  # a bad image (dtype, shape): list it, keep going
+                res.unreadable.append((frame.name, str(e)))
+            else:
+                res.records.append(rec)
+                res.decisions[frame.name] = "reject" if len(rec) else "accept"
+        if on_frame is not None:
+            on_frame(frame, rec)
+    return res
+
+
+def draw(image: np.ndarray, rec: ImageRecord, names: list[str]) -> np.ndarray:
+    """An 8-bit BGR copy of ``image`` with the record's boxes, class names and scores drawn."""
+    import cv2
+
+    img = image
+    if img.dtype != np.uint8:
+        img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        img = cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    else:
+        img = img.copy()
+    h, w = img.shape[:2]
+    thick = max(1, round(max(h, w) / 400))
+    scale = max(0.4, max(h, w) / 1200)
+    assert rec.scores is not None or not len(rec)
+    for box, c, s in zip(rec.boxes.tolist(), rec.class_ids.tolist(), (rec.scores if rec.scores is not None else [])):
+        color = _color(int(c))
+        x1, y1, x2, y2 = (round(v) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
+        label = f"{names[int(c)]} {float(s):.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y2 + th + 2)
+        cv2.rectangle(img, (x1, ty - th - base), (x1 + tw, ty + base // 2), color, -1)
+        cv2.putText(img, label, (x1, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                    cv2.LINE_AA)
+    return img
+
+
+_PALETTE = ((56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+            (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+            (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203))
+
+
+def _color(c: int) -> tuple[int, int, int]:
+    return _PALETTE[c % len(_PALETTE)]

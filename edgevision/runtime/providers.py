@@ -1,0 +1,66 @@
+"""Choose onnxruntime execution providers and session options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnxruntime as ort
+
+from edgevision.core.errors import ConfigError
+
+__all__ = ["PREFERRED", "resolve_providers", "session_options"]
+
+PREFERRED = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CPUExecutionProvider",
+)
+"""Best first: what ``providers=None`` picks from among those the installed onnxruntime offers."""
+
+_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider", "openvino": "OpenVINOExecutionProvider",
+    "cpu": "CPUExecutionProvider", "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
+}
+
+
+def resolve_providers(providers: Sequence[str] | str | None) -> list[str]:
+    """The provider list for `onnxruntime.InferenceSession`.
+
+    Args:
+        providers: None (the best available of `PREFERRED`, CPU last), or names in order of preference:
+            full onnxruntime names (``CUDAExecutionProvider``) or short ones (``cuda``, ``cpu``, ...).
+
+    Raises:
+        ConfigError: a name the installed onnxruntime does not offer (the message lists those it does).
+    """
+    available = list(ort.get_available_providers())
+    if providers is None:
+        return [p for p in PREFERRED if p in available] or ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [p for p in providers.split(",") if p.strip()]
+    chosen: list[str] = []
+    for name in providers:
+        full = _ALIASES.get(name.strip().lower(), name.strip())
+        if full not in available:
+            raise ConfigError(f"execution provider '{name}' is not available in this onnxruntime "
+                              f"({ort.__version__}); available: {', '.join(available)}")
+        if full not in chosen:
+            chosen.append(full)
+    if not chosen:
+        raise ConfigError(f"no execution provider given; available: {', '.join(available)}")
+    return chosen
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """Graph optimisation ALL; ``threads`` intra-op threads (None: onnxruntime's default), one inter-op thread."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.inter_op_num_threads = 1
+    if threads is not None:
+        if int(threads) < 1:
+            raise ConfigError(f"threads must be >= 1 (or None for all cores), got {threads}")
+        so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3
+    return so
