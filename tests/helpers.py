@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 _BLOCKER = textwrap.dedent(
@@ -76,3 +78,27 @@ def shared_data(name: str) -> Path:
     ``EDGEVISION_SHARED`` overrides the ``shared`` folder's location.
     """
     return Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared")) / "data" / name
+
+
+@contextlib.contextmanager
+def private_home(root: Path, *, n: int, imgsz: int) -> Iterator[dict[str, Path]]:
+    """A private EdgeVision home and HOME under ``root`` and the built-in sample (``n`` images) on disk.
+
+    Yields ``{"root", "home", "userhome", "sample"}``; restores the environment afterwards.
+    """
+    paths = {"root": root, "home": root / "evhome", "userhome": root / "user", "sample": root / "sample"}
+    paths["userhome"].mkdir()
+    old = {k: os.environ.get(k) for k in ("EDGEVISION_HOME", "HOME", "XDG_CONFIG_HOME")}
+    os.environ.update(EDGEVISION_HOME=str(paths["home"]), HOME=str(paths["userhome"]))
+    os.environ.pop("XDG_CONFIG_HOME", None)
+    try:
+        r = run_cli("synth", paths["sample"], "--n", str(n), "--imgsz", str(imgsz))
+        assert r.returncode == 0, r.stderr
+        yield paths
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+

@@ -14,34 +14,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import network_attempts, run_cli
+from tests.helpers import network_attempts, private_home, run_cli
 
 RUN_FILES = ("config.yaml", "dataset.json", "environment.json", "model.json", "history.csv", "curves.png",
              "metrics.json", "thresholds.json", "model_card.md", "weights/best.pt", "weights/last.pt")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A private EdgeVision home and HOME, and the built-in sample on disk."""
-    root = tmp_path_factory.mktemp("train")
-    paths = {"root": root, "home": root / "evhome", "userhome": root / "user", "sample": root / "sample"}
-    paths["userhome"].mkdir()
-    old = {k: os.environ.get(k) for k in ("EDGEVISION_HOME", "HOME", "XDG_CONFIG_HOME")}
-    os.environ.update(EDGEVISION_HOME=str(paths["home"]), HOME=str(paths["userhome"]))
-    os.environ.pop("XDG_CONFIG_HOME", None)
-    r = run_cli("synth", paths["sample"], "--n", "24", "--imgsz", "96")
-    assert r.returncode == 0, r.stderr
-    yield paths
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with private_home(tmp_path_factory.mktemp("train"), n=24, imgsz=96) as paths:
+        yield paths
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,111 @@
+"""What is being exported: the checkpoint, its backend, and the run folder it came from (provenance)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgevision.core.errors import ConfigError
+from edgevision.core.io import sha256_file
+from edgevision.train.run import RunPaths
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelSource", "resolve_source"]
+
+ULTRALYTICS = "ultralytics"
+TORCHVISION = "torchvision"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A checkpoint to export.
+
+    Attributes:
+        weights: the ``.pt`` file; backend: ``ultralytics`` or ``torchvision``;
+        run: the run folder it belongs to (``MODEL`` itself, or ``RUN`` for ``RUN/weights/*.pt``), else None.
+    """
+
+    weights: Path
+    backend: str
+    run: RunPaths | None
+
+    def thresholds(self) -> dict[str, Any] | None:
+        """The run's ``thresholds.json`` document, or None without a run or file."""
+        if self.run is None or not self.run.thresholds.is_file():
+            return None
+        return _read_json(self.run.thresholds)
+
+    def provenance(self, arch: str, imgsz_trained: int | None) -> dict[str, Any]:
+        """The metadata ``source`` record: backend, arch, weights hash, licence, origin, dataset, config."""
+        spec = _read_json(self.run.root / "model.json") if self.run is not None else None
+        dataset = _read_json(self.run.dataset) if self.run is not None else None
+        config = self.run.config if self.run is not None and self.run.config.is_file() else None
+        return {
+            "backend": self.backend,
+            "arch": arch,
+            "weights": self.weights.name,
+            "weights_sha256": sha256_file(self.weights),
+            "licence": (spec or {}).get("licence") or _default_licence(self.backend),
+            "weights_origin": (spec or {}).get("origin") or (spec or {}).get("source"),
+            "registered": (spec or {}).get("registered"),
+            "run": None if self.run is None else self.run.root.name,
+            "dataset_hash": (dataset or {}).get("hash"),
+            "config_sha256": None if config is None else sha256_file(config),
+            "imgsz_trained": imgsz_trained,
+        }
+
+
+def _default_licence(backend: str) -> str:
+    # Ultralytics models are AGPL-3.0 whatever the weights; a torchvision checkpoint without its run
+    # cannot say which weights it was fine-tuned from.
+    return "AGPL-3.0 (Ultralytics model)" if backend == ULTRALYTICS else "unknown (no run model.json)"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({e}); fix or delete the file") from e
+    return data if isinstance(data, dict) else None
+
+
+def _run_of(weights: Path) -> RunPaths | None:
+    """``RUN`` for ``RUN/weights/X.pt`` when ``RUN`` looks like a run folder (has config.yaml)."""
+    parent = weights.resolve().parent
+    if parent.name == "weights" and (parent.parent / "config.yaml").is_file():
+        return RunPaths(parent.parent)
+    return None
+
+
+def resolve_source(model: Path | str) -> ModelSource:
+    """Find the checkpoint of ``model`` (a run folder or a ``.pt``) and its backend.
+
+    Raises:
+        ConfigError: missing path, a run folder without weights, not a ``.pt``, not a checkpoint.
+    """
+    path = Path(model)
+    run: RunPaths | None = None
+    if path.is_dir():
+        run = RunPaths(path)
+        path = run.best if run.best.is_file() else run.last
+        if not path.is_file():
+            raise ConfigError(f"{model}: run folder without weights (no weights/best.pt or weights/last.pt); "
+                              "train it first (edgevision train) or give a .pt")
+    elif not path.exists():
+        raise ConfigError(f"{model}: model not found; give a run folder or a .pt checkpoint")
+    if path.suffix.lower() not in (".pt", ".pth"):
+        raise ConfigError(f"{model}: expected a run folder or a .pt checkpoint, got '{path.suffix or path.name}'")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ConfigError(f"{model}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    from edgevision.train.torchvision_backend import is_torchvision_checkpoint
+
+    backend = TORCHVISION if is_torchvision_checkpoint(path) else ULTRALYTICS
+    return ModelSource(weights=path, backend=backend, run=run or _run_of(path))

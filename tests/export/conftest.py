@@ -1,0 +1,52 @@
+"""Tiny trained models for the export tests: trained once per session through the real CLI, offline.
+
+The built-in sample (24 images of 64 px) and one epoch at imgsz 64: the weights are nearly untrained,
+which is enough to check graphs, values and metadata (the learnability tests check learning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import network_attempts, private_home, run_cli
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="session")
+def export_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A private EdgeVision home and HOME, and the built-in sample on disk."""
+    with private_home(tmp_path_factory.mktemp("export"), n=16, imgsz=IMGSZ) as paths:
+        yield paths
+
+
+def _train(env: dict[str, Path], name: str, *args: str) -> Path:
+    run = env["root"] / f"run-{name}"
+    block = env["root"] / f"block-train-{name}"
+    r = run_cli("train", "--data", env["sample"], "--out", run, "--epochs", "1", "--imgsz", str(IMGSZ),
+                "--workers", "0", "--augment", "none", *args, block_network=block)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert network_attempts(block) == []
+    return run
+
+
+@pytest.fixture(scope="session")
+def yolov8_run(export_env: dict[str, Path]) -> Path:
+    """An Ultralytics yolov8n run folder (raw head)."""
+    return _train(export_env, "yolov8n", "--model", "yolov8n", "--batch", "8")
+
+
+@pytest.fixture(scope="session")
+def yolo26_run(export_env: dict[str, Path]) -> Path:
+    """An Ultralytics yolo26n run folder (end-to-end head)."""
+    return _train(export_env, "yolo26n", "--model", "yolo26n", "--batch", "8")
+
+
+@pytest.fixture(scope="session")
+def tv_run(export_env: dict[str, Path]) -> Path:
+    """A torchvision SSDlite run folder."""
+    return _train(export_env, "ssdlite", "--backend", "torchvision", "--model", "ssdlite320_mobilenet_v3_large",
+                  "--batch", "4")
