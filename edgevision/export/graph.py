@@ -94,7 +94,9 @@ def add_nms(model: Any, nc: int, conf: float, iou: float, max_det: int) -> Any:
     """Append decode + class-aware ``NonMaxSuppression`` + a per-image top-k to a ``yolo-raw`` graph.
 
     The raw output ``(B, 4+nc, N)`` (cx, cy, w, h in input pixels, then class probabilities) becomes
-    ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``class_ids (K,)`` int64, ``batch_index (K,)`` int64: the
+    ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``class_ids (K,)`` int64, ``batch_index (K,)`` int64. Each
+    anchor competes in its best class only (the first maximum, as Ultralytics' ``multi_label=False`` and
+    the runtime's decoder; ONNX NMS alone would let one anchor win in several classes); the
     boxes ONNX NMS keeps for each image and class (score > ``score_threshold``, suppressing IoU >
     ``iou_threshold``, at most ``max_detections`` per class), then sorted by (batch index, score
     descending) and cut to ``max_detections`` per image. For batch 1 this is a global top-k.
@@ -124,6 +126,8 @@ def add_nms(model: Any, nc: int, conf: float, iou: float, max_det: int) -> Any:
         numpy_helper.from_array(np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]],
                                          np.float32), p + "cxcywh_to_xyxy"),
         numpy_helper.from_array(np.array([0, 2], np.int64), p + "b_and_box"),
+        numpy_helper.from_array(np.array([nc], np.int64), p + "depth"),
+        numpy_helper.from_array(np.array([0.0, 1.0], np.float32), p + "off_on"),
     ]
     n = helper.make_node
     nodes = [
@@ -132,7 +136,11 @@ def add_nms(model: Any, nc: int, conf: float, iou: float, max_det: int) -> Any:
         n("Slice", [raw, p + "c4", p + "cend", p + "c1"], [p + "scores"]),
         n("Transpose", [p + "cxcywh"], [p + "cxcywh_t"], perm=[0, 2, 1]),
         n("MatMul", [p + "cxcywh_t", p + "cxcywh_to_xyxy"], [p + "xyxy"]),
-        n("NonMaxSuppression", [p + "xyxy", p + "scores", "max_detections", "iou_threshold", "score_threshold"],
+        # one class per anchor, its best (first maximum), as Ultralytics' NMS (multi_label=False) and the runtime
+        n("ArgMax", [p + "scores"], [p + "best"], axis=1, keepdims=0),  # (B, N)
+        n("OneHot", [p + "best", p + "depth", p + "off_on"], [p + "best_mask"], axis=1),  # (B, nc, N)
+        n("Mul", [p + "scores", p + "best_mask"], [p + "best_scores"]),
+        n("NonMaxSuppression", [p + "xyxy", p + "best_scores", "max_detections", "iou_threshold", "score_threshold"],
           [p + "selected"], center_point_box=0),  # (M, 3): batch, class, box
         n("GatherND", [p + "scores", p + "selected"], [p + "sel_scores"]),
         n("Gather", [p + "selected", p + "b_and_box"], [p + "sel_b_box"], axis=1),
