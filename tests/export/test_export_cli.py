@@ -17,9 +17,9 @@ import pytest
 
 from edgevision.core.io import sha256_file
 from edgevision.runtime.metadata import METADATA_KEY, ModelMetadata
-from tests.export.conftest import IMGSZ
 from tests.export.quantcheck import load_images
-from tests.helpers import network_attempts, run_cli
+from tests.tiny_models import IMGSZ
+from tests.tiny_models import export_tiny as _export
 
 pytestmark = pytest.mark.slow
 
@@ -35,26 +35,6 @@ def _session(path: Path):  # noqa: ANN202
 def _meta(path: Path) -> tuple[ModelMetadata, dict[str, str]]:
     props = dict(_session(path).get_modelmeta().custom_metadata_map)
     return ModelMetadata.from_json(props[METADATA_KEY], str(path)), props
-
-
-def _export(env: dict[str, Path], model: Path, name: str, *args: str) -> Path:
-    out = env["root"] / "onnx" / f"{name}.onnx"
-    block = env["root"] / f"block-export-{name}"
-    r = run_cli("export", model, "--out", out, *args, block_network=block)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert network_attempts(block) == []
-    assert "wrote" in r.stdout and "full check passed" in r.stdout
-    return out
-
-
-@pytest.fixture(scope="session")
-def v8_onnx(export_env, yolov8_run) -> Path:
-    return _export(export_env, yolov8_run, "v8")
-
-
-@pytest.fixture(scope="session")
-def y26_onnx(export_env, yolo26_run) -> Path:
-    return _export(export_env, yolo26_run / "weights" / "best.pt", "y26")
 
 
 @pytest.fixture(scope="session")

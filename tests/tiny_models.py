@@ -1,4 +1,5 @@
-"""Tiny trained models for the export tests: trained once per session through the real CLI, offline.
+"""Tiny trained models (yolov8n, yolo26n, SSDlite) shared by the export and quantization tests: trained
+once per session through the real CLI, offline, only when a test asks for one.
 
 The built-in sample (24 images of 64 px) and one epoch at imgsz 64: the weights are nearly untrained,
 which is enough to check graphs, values and metadata (the learnability tests check learning).
@@ -50,3 +51,24 @@ def tv_run(export_env: dict[str, Path]) -> Path:
     """A torchvision SSDlite run folder."""
     return _train(export_env, "ssdlite", "--backend", "torchvision", "--model", "ssdlite320_mobilenet_v3_large",
                   "--batch", "4")
+
+
+def export_tiny(env: dict[str, Path], model: Path, name: str, *args: str) -> Path:
+    """`edgevision export MODEL` offline into ``env["root"]/onnx/NAME.onnx`` (checked: no network, checks passed)."""
+    out = env["root"] / "onnx" / f"{name}.onnx"
+    block = env["root"] / f"block-export-{name}"
+    r = run_cli("export", model, "--out", out, *args, block_network=block)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert network_attempts(block) == []
+    assert "wrote" in r.stdout and "full check passed" in r.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def v8_onnx(export_env, yolov8_run) -> Path:
+    return export_tiny(export_env, yolov8_run, "v8")
+
+
+@pytest.fixture(scope="session")
+def y26_onnx(export_env, yolo26_run) -> Path:
+    return export_tiny(export_env, yolo26_run / "weights" / "best.pt", "y26")
