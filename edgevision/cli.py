@@ -229,7 +229,7 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "predict")
+DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "predict", "quantize")
 """Dataset tools and training, one module each in `edgevision.commands` exposing a typer function ``command``."""
 
 

@@ -122,6 +122,22 @@ def read_metadata(path: Path | str) -> ModelMetadata:
     return _metadata_of(_open_session(p, ["CPUExecutionProvider"], 1), p)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_target(meta: ModelMetadata, providers: list[str], path: Path) -> None:
+    """Warn once per process and reason when an INT8 model was quantized for another kind of box."""
+    target = (meta.quantization or {}).get("target") if meta.precision == "int8" else None
+    if not target:
+        return
+    from edgevision.quantize.targets import target_mismatch
+
+    why = target_mismatch(str(target), providers)
+    if why and why not in _WARNED:
+        _WARNED.add(why)
+        log.warning("%s: %s", path, why)
+
+
 def _rank_dims(arg: Any) -> list[Any]:
     shape = arg.shape
     return list(shape) if shape is not None else []
@@ -157,6 +173,7 @@ class Detector:
         self.dynamic_batch = self._batch_dim is None
         self._pre = Preprocessor(self.metadata.input)
         self._outputs = list(self.metadata.output.names)
+        _warn_target(self.metadata, self.providers, self.path)
         log.info("%s: %s model, %d classes, input %dx%d, providers %s", self.path, self.metadata.output.layout,
                  len(self.names), *self.metadata.input.size_hw, ", ".join(self.providers))
 
