@@ -87,19 +87,14 @@ def _unique_names(files: list[Path]) -> list[str]:
 
 
 def read_image_file(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """Decode an image file as OpenCV does (any depth / channels kept); ``(None, reason)`` when it cannot."""
-    import cv2
+    """Decode an image file as the runtime does (`edgevision.runtime.images.decode_image`: depth and
+    channels kept, dtype and shape checked); ``(None, reason)`` when it cannot."""
+    from edgevision.runtime.images import ImageReadError, decode_image
 
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # cv2.imread fails on non-ASCII paths on Windows
-    except OSError as e:
-        return None, f"not readable ({e.strerror or e.__class__.__name__})"
-    if not data.size:
-        return None, "empty file (0 bytes)"
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return None, "not an image OpenCV can decode (truncated or another file type)"
-    return img, None
+        return decode_image(path), None
+    except ImageReadError as e:
+        return None, str(e)
 
 
 def iter_sources(source: str, *, vid_stride: int = 1) -> Iterator[Frame]:
