@@ -1,10 +1,12 @@
 """Evaluation: COCO metrics through pycocotools, P/R/F1 and a confusion matrix at one confidence,
-per-class operating points for a target recall / precision, and image-level escape / false-reject
-rates. Inputs are canonical `ImageRecord` lists (ground truth and predictions, paired by name).
+per-class operating points for a target recall / precision, image-level escape / false-reject
+rates, and a paired bootstrap over images of the difference between two models' mAP. Inputs are
+canonical `ImageRecord` lists (ground truth and predictions, paired by name).
 
 Importing this package does not import pycocotools (it is imported when metrics are computed).
 """
 
+from edgevision.evaluate.bootstrap import BootstrapResult, MatchTable, match_table, paired_bootstrap
 from edgevision.evaluate.coco import CocoMetrics, coco_evaluate
 from edgevision.evaluate.matching import PRF, ConfusionMatrix
 from edgevision.evaluate.operating import OperatingPoints, choose_thresholds, image_decisions
@@ -13,6 +15,8 @@ from edgevision.evaluate.report import EvalReport, evaluate
 
 __all__ = [
     "PRF",
+    "BootstrapResult",
+    "MatchTable",
     "CocoMetrics",
     "ConfusionMatrix",
     "EvalReport",
@@ -21,6 +25,8 @@ __all__ = [
     "coco_evaluate",
     "evaluate",
     "image_decisions",
+    "match_table",
+    "paired_bootstrap",
     "read_predictions",
     "write_predictions",
 ]

@@ -147,6 +147,45 @@ def to_coco_results(gt: Sequence[ImageRecord], preds: Sequence[ImageRecord], lab
     return res
 
 
+def _run_cocoeval(
+    gt: Sequence[ImageRecord], preds: Sequence[ImageRecord], labels: LabelMap, max_dets: int, difficult: str
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """Build the pycocotools ``COCO`` objects of ``gt`` / ``preds`` and run ``COCOeval.evaluate`` (bbox).
+
+    ``params.maxDets`` is `max_dets_param` of ``max_dets``; pycocotools' printing is swallowed.
+
+    Returns:
+        The evaluated ``COCOeval`` (``evalImgs`` filled, not accumulated), the gt COCO dict
+        (`to_coco_gt`) and the results list (`to_coco_results`).
+
+    Raises:
+        DatasetError: ``gt`` is empty, or see `to_coco_results`.
+        ConfigError: unknown ``difficult`` policy or ``max_dets < 1``.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not gt:
+        raise DatasetError("no ground-truth images to evaluate; check the split")
+    gt_dict = to_coco_gt(gt, labels, difficult)
+    results = to_coco_results(gt, preds, labels)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt_dict
+        coco_gt.createIndex()
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes cannot take an empty list
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(gt_dict["images"]), "categories": gt_dict["categories"],
+                               "annotations": []}
+            coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.maxDets = max_dets_param(max_dets)
+        ev.evaluate()
+    return ev, gt_dict, results
+
+
 def coco_evaluate(
     gt: Sequence[ImageRecord],
     preds: Sequence[ImageRecord],
@@ -170,28 +209,9 @@ def coco_evaluate(
             outside ``labels``.
         ConfigError: unknown ``difficult`` policy.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not gt:
-        raise DatasetError("no ground-truth images to evaluate; check the split")
-    gt_dict = to_coco_gt(gt, labels, difficult)
-    results = to_coco_results(gt, preds, labels)
+    ev, gt_dict, results = _run_cocoeval(gt, preds, labels, max_dets, difficult)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        coco_gt = COCO()
-        coco_gt.dataset = gt_dict
-        coco_gt.createIndex()
-        if results:
-            coco_dt = coco_gt.loadRes(results)
-        else:  # loadRes cannot take an empty list
-            coco_dt = COCO()
-            coco_dt.dataset = {"images": list(gt_dict["images"]), "categories": gt_dict["categories"],
-                               "annotations": []}
-            coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.params.maxDets = max_dets_param(max_dets)
-        ev.evaluate()
         ev.accumulate()
         ev.summarize()
     log.info("pycocotools summary (%d images, %d detections):\n%s", len(gt), len(results),
