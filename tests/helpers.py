@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _BLOCKER = textwrap.dedent(
     '''
@@ -102,3 +103,14 @@ def private_home(root: Path, *, n: int, imgsz: int) -> Iterator[dict[str, Path]]
             else:
                 os.environ[k] = v
 
+
+def load_script(path: Path, name: str) -> Any:
+    """Import a script that is not in a package (e.g. ``benchmarks/*.py``) as module ``name``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

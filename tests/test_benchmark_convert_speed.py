@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "convert_speed.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("convert_speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["convert_speed"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "convert_speed")
 
 
 def test_synthetic_coco_is_deterministic_and_valid(bench: ModuleType, tmp_path: Path) -> None:
