@@ -19,6 +19,10 @@ from edgevision.core.errors import EdgeVisionError
 from edgevision.quantize.workflow import SCHEMA, judge
 from tests.helpers import run_cli
 
+MAX_DROP = 0.1
+"""The budget the slow tests use: the tiny learned model (20 val images, a few calibration images) loses
+2-7% of its mAP50-95 in INT8 (minmax), against 1-2% for the NEU-DET model on 360 val images."""
+
 
 def test_judge_rules():
     ok, why = judge(0.004, (-0.01, 0.02), 0.01, 100)
@@ -50,7 +54,7 @@ def _eval_map(model: Path, sample: Path, tmp: Path) -> dict[str, Any]:
 def test_quantize_judged_on_val(learned, tmp_path):
     out = tmp_path / "m.int8.onnx"
     r = run_cli("quantize", learned["onnx"], "--calib", learned["sample"], "--out", out, "--n", "32",
-                "--latency-runs", "5", "--bootstrap", "300", "--threads", "2")
+                "--latency-runs", "5", "--bootstrap", "300", "--threads", "2", "--max-drop", str(MAX_DROP))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verdict PASS" in r.stdout and f"wrote {out}" in r.stdout.replace("\n", "")
     rep = json.loads(out.with_suffix(".report.json").read_text())
@@ -67,7 +71,7 @@ def test_quantize_judged_on_val(learned, tmp_path):
     assert b["rel_drop"] == pytest.approx((b["a"] - b["b"]) / b["a"])
     lo, hi = b["rel_drop_ci"]
     assert lo <= b["rel_drop"] <= hi and b["n_used"] == 300 and b["level"] == 0.95
-    assert abs(b["rel_drop"]) < 0.1  # head kept float: INT8 stays close to FP32 on a learned model
+    assert abs(b["rel_drop"]) < MAX_DROP  # head kept float: INT8 stays close to FP32 on a learned model
     # image-level decisions at the model's operating points, and what changed
     for m in ("fp32", "int8"):
         d = rep[m]["decisions"]
@@ -127,16 +131,17 @@ def test_gate_fails_then_accuracy_aware_keeps_the_sensitive_layer_float(learned,
 
     planted = _plant_fault(monkeypatch)
     out = tmp_path / "bad.int8.onnx"
-    rep = quantize_checked(learned["onnx"], learned["sample"], out, n=8, latency_runs=0, n_boot=200)
+    rep = quantize_checked(learned["onnx"], learned["sample"], out, n=8, latency_runs=0, n_boot=200,
+                           max_drop=MAX_DROP)
     assert rep.verdict == "fail" and not rep.written and not out.exists()
     assert "exceeds the budget" in rep.reason
     saved = json.loads(out.with_suffix(".report.json").read_text())  # the report is written anyway
     assert saved["verdict"] == "fail" and saved["int8"]["path"] == "(not written)"
-    assert saved["bootstrap"]["rel_drop_ci"][0] > 0.01
+    assert saved["bootstrap"]["rel_drop_ci"][0] > MAX_DROP
 
     out2 = tmp_path / "fixed.int8.onnx"
     rep = quantize_checked(learned["onnx"], learned["sample"], out2, n=8, latency_runs=0, n_boot=200,
-                           accuracy_aware=True)
+                           max_drop=MAX_DROP, accuracy_aware=True)
     assert rep.verdict == "pass" and rep.written and out2.is_file()
     assert rep.sensitivity[0]["layer"] == planted["layer"]  # measured, not guessed: the planted layer ranks first
     assert rep.sensitivity[0]["gain"] > 10 * rep.sensitivity[1]["gain"]  # far ahead of the next one
@@ -161,7 +166,8 @@ def test_cli_gate_failure_exit_1(learned, tmp_path, monkeypatch):
     _plant_fault(monkeypatch)
     out = tmp_path / "bad.int8.onnx"
     r = CliRunner().invoke(app, ["quantize", str(learned["onnx"]), "--calib", str(learned["sample"]), "--out",
-                                 str(out), "--n", "8", "--latency-runs", "0", "--bootstrap", "200"])
+                                 str(out), "--n", "8", "--latency-runs", "0", "--bootstrap", "200", "--max-drop",
+                                 str(MAX_DROP)])
     assert r.exit_code == 1, r.output
     assert "not written" in r.output and "verdict FAIL" in r.output and not out.exists()
     assert out.with_suffix(".report.json").is_file() and out.with_suffix(".report.md").is_file()
