@@ -188,25 +188,26 @@ class _Judge:
         self.fp32_table = match_table(gt, self.fp32_preds, labels, max_dets=MAX_DETS)
         self.fp32_decisions = _decisions(gt, self.fp32_preds, labels, meta)
 
-    def score(self, int8: Path, stage: str) -> tuple[Any, list[ImageRecord], bool, str]:
+    def score(self, int8: Path, stage: str) -> tuple[Any, Any, list[ImageRecord], bool, str]:
+        """``(bootstrap, INT8 match table, INT8 predictions, passed, reason)`` of one candidate."""
         from edgevision.evaluate.bootstrap import match_table, paired_bootstrap
 
         preds = _predict(int8, self.gt, self.threads, self.device, self.progress, stage)
         table = match_table(self.gt, preds, self.labels, max_dets=MAX_DETS)
         boot = paired_bootstrap(self.fp32_table, table, metric="map50_95", n_boot=self.n_boot, seed=self.seed)
         passed, reason = judge(boot.rel_drop, boot.rel_drop_ci, self.max_drop, len(self.gt))
-        return boot, preds, passed, reason
+        return boot, table, preds, passed, reason
 
 
 def _score(path: Path, precision: str, table_value: Any, decisions: dict[str, Any]) -> ModelScore:
     return ModelScore(str(path), precision, path.stat().st_size, decisions=decisions, **table_value)
 
 
-def _accuracy_aware(q: Any, judge_: _Judge, full_int8: Any, full_boot: Any, scratch: Path,
-                    progress: Progress | None) -> tuple[Any, Any, list[ImageRecord] | None, list[Step],
+def _accuracy_aware(q: Any, judge_: _Judge, full_int8: Any, scratch: Path,
+                    progress: Progress | None) -> tuple[Any, Any, Any, list[ImageRecord], list[Step],
                                                         list[dict[str, Any]], bool, str]:
     """Keep the most sensitive layers float until the gate passes. Returns the chosen model, its bootstrap,
-    its predictions, the steps, the sensitivities, whether it passed, and why."""
+    its match table, its predictions, the steps, the sensitivities, whether it passed, and why."""
     import onnx
 
     from edgevision.quantize.calib import CalibrationReader
@@ -239,13 +240,13 @@ def _accuracy_aware(q: Any, judge_: _Judge, full_int8: Any, full_boot: Any, scra
         model = q.build(keep, why)
         path = scratch / f"int8-keep{k}.onnx"
         path.write_bytes(model.SerializeToString())
-        boot, preds, passed, reason = judge_.score(path, f"INT8 with {k} layer(s) float")
+        boot, table, preds, passed, reason = judge_.score(path, f"INT8 with {k} layer(s) float")
         steps.append(Step([s.layer for s in chosen], boot.b, boot.rel_drop,
                           list(boot.rel_drop_ci) if boot.rel_drop_ci else None, passed, reason))
         if passed or k >= cap:
             if not passed:
                 reason += f"; still failing with the {k} most sensitive of {len(sens)} layers float"
-            return model, boot, preds, steps, ranked, passed, reason
+            return model, boot, table, preds, steps, ranked, passed, reason
         k = min(2 * k, cap)
 
 
@@ -313,16 +314,15 @@ def quantize_checked(model: Path | str, calib: Path | str, out: Path | str, *, t
         rep = QuantizeReport(str(model), str(out), "not-evaluated", "accuracy not evaluated (--no-eval)", False,
                              q.target, host_target(), {}, dict(q.checks), warnings, max_drop=max_drop if evaluate
                              else None)
-        preds: list[ImageRecord] | None = None
         if evaluate:
             j = _Judge(model, gt, labels, q.meta, threads, max_drop, n_boot, seed, progress,
                        device="0" if q.target == "tensorrt" else "cpu")  # TensorRT runs INT8 on its own engine
-            boot, preds, passed, reason = j.score(cand, "INT8 on the evaluation split")
+            boot, table, preds, passed, reason = j.score(cand, "INT8 on the evaluation split")
             if not passed and accuracy_aware:
                 rep.steps.append(Step([], boot.b, boot.rel_drop, list(boot.rel_drop_ci) if boot.rel_drop_ci else None,
                                       passed, reason))
-                final, boot, preds, steps, rep.sensitivity, passed, reason = _accuracy_aware(
-                    q, j, final, boot, scratch, progress)
+                final, boot, table, preds, steps, rep.sensitivity, passed, reason = _accuracy_aware(
+                    q, j, final, scratch, progress)
                 rep.steps += steps
                 cand = scratch / "int8-chosen.onnx"
                 cand.write_bytes(final.SerializeToString())
@@ -335,12 +335,9 @@ def quantize_checked(model: Path | str, calib: Path | str, out: Path | str, *, t
             rep.bootstrap = boot.to_dict()
             rep.fp32 = _score(model, "fp32", {"map50_95": boot.a, "map50": j.fp32_table.score(
                 range(len(gt)))["map50"]}, j.fp32_decisions)
-            from edgevision.evaluate.bootstrap import match_table
-
-            assert preds is not None
             int8_dec = _decisions(gt, preds, labels, q.meta)
-            int8_table_map50 = match_table(gt, preds, labels, max_dets=MAX_DETS).score(range(len(gt)))["map50"]
-            rep.int8 = _score(cand, "int8", {"map50_95": boot.b, "map50": int8_table_map50}, int8_dec)
+            rep.int8 = _score(cand, "int8", {"map50_95": boot.b, "map50": table.score(range(len(gt)))["map50"]},
+                              int8_dec)
             fe, ie = set(j.fp32_decisions["escaped_images"]), set(int8_dec["escaped_images"])
             fr, ir = set(j.fp32_decisions["false_reject_images"]), set(int8_dec["false_reject_images"])
             rep.decision_changes = {"new_escapes": sorted(ie - fe), "fixed_escapes": sorted(fe - ie),
