@@ -10,14 +10,14 @@ demo:  # installs the base only when .venv has no edgevision yet (make test inst
 	$(VENV)/bin/edgevision demo
 
 install:
-	scripts/install.sh $(VENV) dev,train,plots,onnxruntime
+	scripts/install.sh $(VENV) dev,train,plots,onnxruntime,serve
 
 test: install
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
-	$(VENV)/bin/mypy edgevision/core
+	$(VENV)/bin/mypy edgevision/core edgevision/serve
 
 clean:
 	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis

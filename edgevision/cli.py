@@ -229,7 +229,8 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "predict", "quantize")
+DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "predict", "quantize",
+                 "serve")
 """Dataset tools and training, one module each in `edgevision.commands` exposing a typer function ``command``."""
 
 

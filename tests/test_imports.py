@@ -20,3 +20,15 @@ def test_cli_and_formats_import_no_heavy_package():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_serve_package_and_cli_import_no_server_stack():
+    """`edgevision --help` and `import edgevision.serve` load neither the HTTP stack nor onnxruntime."""
+    code = (
+        "import sys\n"
+        "import edgevision.cli, edgevision.serve, edgevision.commands.serve\n"
+        f"print(sorted(m for m in {HEAVY + ('fastapi', 'uvicorn', 'starlette', 'prometheus_client')!r} "
+        "if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]", res.stdout
