@@ -57,7 +57,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
         except socket.gaierror as e:
             raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror}); use 127.0.0.1 (this "
                               "machine only) or 0.0.0.0 (every interface)") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without it every
+    # keep-alive answer waits ~40 ms (Nagle's algorithm against the client's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         if hasattr(socket, "SO_REUSEADDR") and socket.SO_REUSEADDR and not hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # POSIX: rebind right after a restart

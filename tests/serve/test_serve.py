@@ -423,3 +423,33 @@ def test_bad_configuration_fails_in_one_line_before_binding(bbox_files, tmp_path
     finally:
         busy.close()
     assert read_metadata(bbox_files["model"]).names == ["scratch"]  # the model file is untouched
+
+
+def test_accepted_connections_have_tcp_nodelay() -> None:
+    """Without TCP_NODELAY every keep-alive answer stalls ~40 ms (Nagle against delayed ACK): asyncio sets it on
+    accepted sockets only when the listening socket says IPPROTO_TCP, which `bind_socket` must do."""
+    import asyncio
+
+    from edgevision.serve.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        _, w = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        w.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0
