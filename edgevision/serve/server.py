@@ -119,6 +119,13 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
     elif config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without --token-file: anyone who reaches this port can use the model; "
                     "set a token (see deploy/README.md)", config.host)
+    import os
+
+    cores = os.cpu_count() or 1
+    if config.concurrency > 1 and (config.threads or cores) * config.concurrency > cores:
+        log.warning("%d inference slots x %s thread(s) each on %d cores: they compete; for throughput set "
+                    "--threads %d", config.concurrency, config.threads or f"all {cores}", cores,
+                    max(1, cores // config.concurrency))
     detector = load_detector(config)
     app = create_app(detector, config, token)
     state = app.state.service
