@@ -227,14 +227,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"request body is {int(declared)} bytes, above this server's limit of "
                        f"{limit} bytes; send a smaller image or raise --max-body-mb")
+    from starlette.requests import ClientDisconnect
+
     chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            raise ApiError(413, "too_large", f"request body passed this server's limit of {limit} bytes; "
-                           "send a smaller image or raise --max-body-mb")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:
+                raise ApiError(413, "too_large", f"request body passed this server's limit of {limit} bytes; "
+                               "send a smaller image or raise --max-body-mb")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-upload: nothing to answer, not a server error
+        raise ApiError(400, "client_disconnected", f"the client closed the connection after {n} bytes of the "
+                       "body") from None
     return b"".join(chunks)
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters (a name from a client goes into the log: no forged lines)."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:256]
 
 
 async def _image_from_multipart(request: Request, body: bytes) -> tuple[bytes, str | None]:
@@ -438,7 +449,7 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
             state.metrics.inflight.dec()
         state.served += 1
         state.metrics.count_result(decision, det.class_names)
-        shown = name or filename or "image"
+        shown = _printable(name or filename or "image")
         request.state.summary = f"{shown} {decision} {len(det)} det"
         doc = {
             "schema": DETECT_SCHEMA,

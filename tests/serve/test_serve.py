@@ -209,6 +209,14 @@ def test_bad_images_get_400_and_the_server_keeps_serving(start_server, bbox_file
     assert r.status == 404 and r.json["error"]["code"] == "not_found"
     r = s.request("GET", "/v1/detect")
     assert r.status == 405 and r.json["error"]["code"] == "method_not_allowed"
+    # a name with control characters cannot forge log lines
+    r = s.detect(part, "name=a%0Afake%20log%20line")
+    assert r.status == 200 and r.json["image"]["name"] == "a?fake log line"
+    # a client that goes away mid-upload is not a server error
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    sock.sendall(f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Length: {len(part)}\r\n\r\n".encode() + part[:50])
+    sock.close()
+    time.sleep(0.5)
     # still serving, and nothing was a 500
     assert s.request("GET", "/healthz").status == 200
     assert len(s.detect(part).json["detections"]) == 1
