@@ -17,7 +17,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
-	$(VENV)/bin/mypy edgevision/core edgevision/serve
+	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench
 
 clean:
 	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis

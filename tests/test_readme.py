@@ -27,7 +27,8 @@ def _mentions() -> dict[tuple[str, ...], set[str]]:
 
 @pytest.mark.parametrize("words", sorted(_mentions()), ids=" ".join)
 def test_readme_commands_and_options_exist(words: tuple[str, ...]) -> None:
-    res = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"})
+    args = [*words, "run"] if words == ("bench",) else list(words)  # `bench MODEL...` is `bench run MODEL...`
+    res = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"})
     assert res.exit_code == 0, f"README mentions `edgevision {' '.join(words)}`, which is not a command: {res.output}"
     for opt in sorted(_mentions()[words]):
         assert opt in res.output, f"README shows `edgevision {' '.join(words)} {opt}`, which has no such option"

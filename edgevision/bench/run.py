@@ -1,0 +1,242 @@
+"""`run_bench`: time and score one or more models on a dataset split; write JSON, markdown and HTML."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgevision.bench.report import (
+    AccuracyResult,
+    BenchReport,
+    ConfigResult,
+    ModelResult,
+    html_report,
+    latency_stats,
+    markdown_report,
+)
+from edgevision.core.dataset import ImageRecord, LabelMap
+from edgevision.core.errors import ConfigError, DatasetError
+
+__all__ = ["LOW_CONF", "Progress", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+LOW_CONF = 0.001
+"""Confidence the models are scored at (the whole precision / recall curve), as `edgevision eval`."""
+MAX_DETS = 100
+TIMING_IMAGES = 100
+"""Most distinct images cycled through by the timing loops (they stay in the page cache)."""
+
+Progress = Callable[[str, int, int], None]
+
+
+def _model_names(model: Path, device: str) -> tuple[list[str], str, str | None]:
+    """Class names, kind (``onnx`` / ``pytorch``) and precision of MODEL, without timing anything."""
+    if model.suffix.lower() == ".onnx":
+        from edgevision.runtime import read_metadata
+
+        meta = read_metadata(model)
+        return list(meta.names), "onnx", meta.precision
+    from edgevision.train.predict import load_predictor
+
+    return list(load_predictor(model, device=device).labels.names), "pytorch", None
+
+
+def _split(ds: Any, split: str, data: Path) -> list[ImageRecord]:
+    from edgevision.core.dataset import SPLIT_ALIASES
+
+    if split == "all":
+        recs = list(ds.images)
+    else:
+        name = SPLIT_ALIASES.get(split.lower(), split)
+        recs = [r for r in ds.images if r.split == name]
+        if not recs:
+            present = ", ".join(sorted({str(r.split) for r in ds.images if r.split})) or "none (unsplit)"
+            raise DatasetError(f"{data}: no '{split}' split to benchmark on (splits: {present}); run `edgevision "
+                               "split`, or pass --split all")
+    missing = [r.name for r in recs if r.path is None or not Path(r.path).is_file()]
+    if missing:
+        raise DatasetError(f"{data}: {len(missing)} image file(s) of the '{split}' split are missing (first: "
+                           f"{missing[0]}); the benchmark needs the images")
+    return recs
+
+
+def _gt_for(model_names: list[str], ds_names: list[str], gt: list[ImageRecord], model: Path,
+            data: Path) -> list[ImageRecord]:
+    """Ground truth with class ids in the model's order (the same classes, possibly in another order)."""
+    import numpy as np
+
+    if sorted(model_names) != sorted(ds_names):
+        raise ConfigError(f"{model}: the model's classes {model_names} differ from {data}'s {ds_names}; remap the "
+                          "dataset (edgevision remap) or benchmark a matching model")
+    perm = np.array([model_names.index(n) for n in ds_names], dtype=np.int64)
+    if np.array_equal(perm, np.arange(len(perm))):
+        return gt
+    return [replace(r, class_ids=perm[r.class_ids]) for r in gt]
+
+
+def _predict(model: Path, gt: list[ImageRecord], providers: list[str] | None, threads: int | None,
+             device: str) -> list[ImageRecord]:
+    if model.suffix.lower() == ".onnx":
+        from edgevision.runtime import Detector
+
+        det = Detector(model, providers=providers, threads=threads)
+        return [det(r.path, conf=LOW_CONF, iou=0.7, max_det=MAX_DETS).to_record(r.name, path=r.path, split=r.split)
+                for r in gt if r.path is not None]
+    from edgevision.train.predict import load_predictor
+
+    pred = load_predictor(model, device=device, threads=threads)
+    out: list[ImageRecord] = []
+    for i in range(0, len(gt), 16):
+        out.extend(pred.predict(gt[i:i + 16], conf=LOW_CONF, max_det=MAX_DETS))
+    return out
+
+
+def _accuracy(model: Path, gt: list[ImageRecord], names: list[str], provider: str, providers: list[str] | None,
+              threads: int | None, device: str) -> AccuracyResult:
+    from edgevision.evaluate import evaluate
+    from edgevision.evaluate.operating import model_operating_points
+
+    labels = LabelMap(names)
+    operating = model_operating_points(model)
+    preds = _predict(model, gt, providers, threads, device)
+    rep = evaluate(gt, preds, labels, conf=0.25, operating=operating, max_dets=MAX_DETS)
+    d = rep.decisions
+    c = rep.coco
+    src = (f"operating points ({operating.target} >= {operating.value:g})" if operating is not None
+           else "conf 0.25 (the model has no operating points)")
+    return AccuracyResult(provider=provider, images=len(gt), map50_95=c.map50_95, map50=c.map50, map75=c.map75,
+                          per_class_ap50_95={k: v["ap50_95"] for k, v in c.per_class.items()}, thresholds=src,
+                          escape_rate=d["escape_rate"], false_reject_rate=d["false_reject_rate"],
+                          escapes=int(d["escapes"]), defective_images=int(d["defective_images"]),
+                          false_rejects=int(d["false_rejects"]), defect_free_images=int(d["defect_free_images"]))
+
+
+def _provider_sets(providers: Sequence[str] | None) -> list[tuple[str, list[str] | None]]:
+    """``[(label, onnxruntime provider list)]``: each named provider with CPU as its fallback."""
+    from edgevision.runtime.providers import resolve_providers
+
+    if not providers:
+        best = resolve_providers(None)
+        return [(best[0].removesuffix("ExecutionProvider").lower(), None)]
+    out: list[tuple[str, list[str] | None]] = []
+    for p in providers:
+        full = resolve_providers([p])[0]  # ConfigError for one this onnxruntime lacks
+        chain = [full] if full == "CPUExecutionProvider" else [full, "CPUExecutionProvider"]
+        out.append((full.removesuffix("ExecutionProvider").lower(), chain))
+    return out
+
+
+def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *, split: str = "val",
+              fmt: str = "auto", providers: Sequence[str] | None = None, threads: Sequence[int | None] = (None,),
+              batches: Sequence[int] = (1,), samples: int = 700, warmup: int = 20, throughput_images: int = 200,
+              accuracy: bool = True, device: str = "cpu", overwrite: bool = False,
+              progress: Progress | None = None) -> BenchReport:
+    """Benchmark ``models`` on ``data``'s ``split``; write ``bench.json``, ``bench.md`` and ``bench.html`` to ``out``.
+
+    Every model x provider x threads x batch configuration is timed in its own fresh process
+    (`edgevision.bench.timing`); accuracy (COCO metrics, escape / false-reject rates at the model's
+    operating points) is computed once per model and provider. ``out`` is written whole or not at all.
+
+    Raises:
+        ConfigError / DatasetError / ModelFormatError: bad arguments, models or data (one line, before any work).
+    """
+    import hashlib
+
+    from edgevision.bench.env import fingerprint, sha256_of
+    from edgevision.bench.timing import time_in_child
+    from edgevision.convert import read_dataset
+    from edgevision.core.errors import OutputExistsError
+
+    paths, data, out = [Path(m) for m in models], Path(data), Path(out)
+    if not paths:
+        raise ConfigError("give at least one MODEL to benchmark")
+    for p in paths:
+        if not p.exists():
+            raise ConfigError(f"{p}: model not found; give an .onnx file, a .pt checkpoint or a run folder")
+    if len({p.name for p in paths}) != len(paths):
+        raise ConfigError("two models share a file name; the report names models by file name: rename one")
+    if samples < 10:
+        raise ConfigError(f"--samples {samples}: expected at least 10 (a p99 needs 662)")
+    if any(t is not None and t < 1 for t in threads) or any(b < 1 for b in batches):
+        raise ConfigError("--threads and --batch take positive integers, e.g. --threads 1,2 --batch 1,4")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: already exists; choose another --out or pass --overwrite")
+    sets = _provider_sets(providers)
+    meta = {p: _model_names(p, device) for p in paths}
+    rr = read_dataset(data, fmt)
+    ds = rr.dataset
+    gt_all = _split(ds, split, data)
+    gts = {p: _gt_for(meta[p][0], list(ds.labels.names), gt_all, p, data) for p in paths}
+    images = [Path(r.path) for r in gt_all[:TIMING_IMAGES] if r.path is not None]
+    env = fingerprint()
+
+    total = len(paths) * len(sets) * len(threads) * len(batches) + (len(paths) * len(sets) if accuracy else 0)
+    done = 0
+    results = []
+    for p in paths:
+        names, kind, precision = meta[p]
+        configs = []
+        for label, chain in sets:
+            for t in threads:
+                for b in batches:
+                    if progress is not None:
+                        progress(f"timing {p.name} ({label}, threads {t or 'all'}, batch {b})", done, total)
+                    raw = time_in_child(
+                        p, images, providers=chain, threads=t, batch=b, samples=samples, warmup=warmup,
+                        throughput_images=throughput_images, device=device)
+                    done += 1
+                    pipe, sess = raw.get("pipeline_ms") or [], raw.get("session_ms") or []
+                    configs.append(ConfigResult(
+                        provider=label, providers_used=list(raw.get("providers") or []), threads=t, batch=b,
+                        skipped=raw.get("skipped"), load_s=raw.get("load_s"),
+                        pipeline=latency_stats(pipe) if pipe else None, session=latency_stats(sess) if sess else None,
+                        throughput_ips=raw.get("throughput_ips"), throughput_images=raw.get("throughput_images"),
+                        peak_rss_mb=raw.get("peak_rss_mb"), torch_in_process=raw.get("torch_in_process"),
+                        pipeline_ms=[round(v, 4) for v in pipe],
+                        session_ms=[round(v, 4) for v in sess]))
+        acc = []
+        if accuracy:
+            for label, chain in sets:
+                if progress is not None:
+                    progress(f"scoring {p.name} ({label}) on {len(gt_all)} images", done, total)
+                acc.append(_accuracy(p, gts[p], names, label, chain, max(t or 0 for t in threads) or None, device))
+                done += 1
+        results.append(ModelResult(name=p.name, path=str(p), kind=kind, precision=precision, sha256=sha256_of(p),
+                                   size_bytes=sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*"))
+                                                  if f.is_file()), configs=configs, accuracy=acc))
+    if progress is not None:
+        progress("done", total, total)
+    report = BenchReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), env=env,
+        data={"path": str(data), "split": split, "images": len(gt_all), "timing_images": len(images),
+              "items_sha256": hashlib.sha256("\n".join(r.name for r in gt_all).encode()).hexdigest()},
+        settings={"samples": samples, "warmup": warmup, "throughput_images": throughput_images,
+                  "threads": [t for t in threads], "batches": list(batches), "providers": [s[0] for s in sets],
+                  "device": device, "accuracy_conf": LOW_CONF, "max_dets": MAX_DETS},
+        models=results)
+    _write(report, out, overwrite)
+    return report
+
+
+def _write(report: BenchReport, out: Path, overwrite: bool) -> None:
+    import json
+
+    stage = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        (stage / "bench.json").write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+        (stage / "bench.md").write_text(markdown_report(report), encoding="utf-8")
+        (stage / "bench.html").write_text(html_report(report), encoding="utf-8")
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
