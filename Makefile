@@ -17,7 +17,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
-	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench
+	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability
 
 clean:
 	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis

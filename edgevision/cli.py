@@ -230,7 +230,7 @@ def doctor() -> None:
 
 
 DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "predict", "quantize",
-                 "serve")
+                 "serve", "reliability")
 """Dataset tools and training, one module each in `edgevision.commands` exposing a typer function ``command``."""
 
 

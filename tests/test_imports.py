@@ -26,7 +26,8 @@ def test_serve_package_and_cli_import_no_server_stack():
     """`edgevision --help` and `import edgevision.serve` load neither the HTTP stack nor onnxruntime."""
     code = (
         "import sys\n"
-        "import edgevision.cli, edgevision.serve, edgevision.commands.serve, edgevision.bench, edgevision.commands.bench\n"
+        "import edgevision.cli, edgevision.serve, edgevision.commands.serve, edgevision.bench, edgevision.commands.bench, "
+        "edgevision.reliability, edgevision.reliability.gate, edgevision.commands.reliability\n"
         f"print(sorted(m for m in {HEAVY + ('fastapi', 'uvicorn', 'starlette', 'prometheus_client')!r} "
         "if m in sys.modules))\n"
     )

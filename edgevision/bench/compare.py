@@ -19,7 +19,7 @@ import numpy as np
 
 from edgevision.bench.report import MIN_P99_SAMPLES, BenchReport
 
-__all__ = ["Change", "Comparison", "compare_reports"]
+__all__ = ["Change", "Comparison", "bootstrap_rel_change", "compare_reports"]
 
 
 @dataclass
@@ -52,7 +52,10 @@ class Comparison:
                 "warnings": self.warnings, "changes": [asdict(c) for c in self.changes]}
 
 
-def _boot_rel(old: Sequence[float], new: Sequence[float], q: float, n_boot: int, seed: int) -> tuple[float, list[float]]:
+def bootstrap_rel_change(old: Sequence[float], new: Sequence[float], q: float, n_boot: int,
+                         seed: int) -> tuple[float, list[float]]:
+    """Relative change of the ``q``-th percentile from ``old`` to ``new`` and its 95% bootstrap interval
+    (independent resampling of both sets: they come from different processes)."""
     a, b = np.asarray(old, np.float64), np.asarray(new, np.float64)
     point = float(np.percentile(b, q) / np.percentile(a, q) - 1.0)
     rng = np.random.default_rng(seed)
@@ -110,7 +113,7 @@ def compare_reports(old: BenchReport, new: BenchReport, *, tolerance: float = 0.
                 for q, name in ((50, "p50"), (99, "p99")):
                     if q == 99 and min(len(a), len(b)) < MIN_P99_SAMPLES:
                         continue
-                    point, ci = _boot_rel(a, b, q, n_boot, seed)
+                    point, ci = bootstrap_rel_change(a, b, q, n_boot, seed)
                     verdict, why = _verdict(point, ci, tolerance)
                     comp.changes.append(Change(m.name, c.key, f"{part} {name} ms", float(np.percentile(a, q)),
                                                float(np.percentile(b, q)), point, ci, verdict, why))

@@ -41,15 +41,16 @@ def _ram_gb() -> float | None:
 
 
 def sha256_of(path: Path | str) -> str:
-    """The sha256 of a file, or of a folder's files (sorted relative paths and contents)."""
-    p, h = Path(path), hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    """The sha256 of a file, or of a folder's files (sorted relative paths and contents: a run folder)."""
+    from edgevision.core.io import sha256_file
+
+    p = Path(path)
+    if not p.is_dir():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(bytes.fromhex(sha256_file(f)))
     return h.hexdigest()
 
 

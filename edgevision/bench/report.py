@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["MIN_P99_SAMPLES", "SCHEMA", "AccuracyResult", "BenchReport", "ConfigResult", "LatencyStats",
+__all__ = ["MIN_P99_SAMPLES", "SCHEMA", "AccuracyResult", "BenchReport", "ConfigResult", "LatencyStats", "html_table", "svg_lines",
            "ModelResult", "html_report", "latency_stats", "markdown_report"]
 
 SCHEMA = "edgevision.bench/1"
@@ -337,3 +337,34 @@ def html_report(r: BenchReport) -> str:
              "</body></html>"]
     return "\n".join(parts)
 
+
+
+def svg_lines(title: str, xlabel: str, ylabel: str, series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+              kind: str, y_from_zero: bool = True) -> str:
+    """A line plot (one polyline with dots per series) as inline SVG; ``kind`` names it for readers and tests."""
+    xs_all = [float(x) for _, xs, _ in series for x in xs]
+    ys_all = [float(y) for _, _, ys in series for y in ys if y is not None]
+    xr = (min(xs_all, default=0.0), max(xs_all, default=1.0))
+    if xr[1] <= xr[0]:
+        xr = (xr[0] - 1.0, xr[0] + 1.0)
+    lo, hi = min(ys_all, default=0.0), max(ys_all, default=1.0)
+    yr = (0.0 if y_from_zero else lo - 0.05 * (hi - lo or 1.0), hi + 0.08 * (hi - lo or 1.0) if hi > 0 else 1.0)
+    w, h, left, right, top, bottom = 720, 380, 64, 200, 34, 48
+    pw, ph = w - left - right, h - top - bottom
+    body, legend = [], []
+    for i, (label, xs, ys) in enumerate(series):
+        colour = _COLOURS[i % len(_COLOURS)]
+        pts = [(left + (float(x) - xr[0]) / (xr[1] - xr[0]) * pw, top + ph - (float(y) - yr[0]) / (yr[1] - yr[0]) * ph)
+               for x, y in zip(xs, ys) if y is not None]
+        if not pts:
+            continue
+        body.append(f'<polyline class="series" data-label="{html.escape(label)}" fill="none" stroke="{colour}" '
+                    f'stroke-width="1.6" points="{" ".join(f"{px:.1f},{py:.1f}" for px, py in pts)}"/>')
+        body += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{colour}"/>' for px, py in pts]
+        legend.append((label, colour))
+    return _svg_frame(title, xlabel, ylabel, xr, yr, body, legend, kind)
+
+
+def html_table(rows: list[dict[str, str]], cls: str) -> str:
+    """An HTML table of string cells (escaped), class ``cls``."""
+    return _table(rows, cls)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -227,16 +226,9 @@ def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *
 def _write(report: BenchReport, out: Path, overwrite: bool) -> None:
     import json
 
-    stage = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    from edgevision.core.io import atomic_dir
+
+    with atomic_dir(out, overwrite=overwrite) as stage:
         (stage / "bench.json").write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
         (stage / "bench.md").write_text(markdown_report(report), encoding="utf-8")
         (stage / "bench.html").write_text(html_report(report), encoding="utf-8")
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise

@@ -50,13 +50,13 @@ def decode_image(image: ImageInput) -> NDArray[np.generic]:
         except (OSError, ValueError) as e:
             what = "not found" if isinstance(e, FileNotFoundError) else f"not readable ({e.__class__.__name__})"
             raise ImageReadError(f"{image}: image file {what}; check the path") from None
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        img = _imdecode(data, str(image))
         if img is None:
             raise ImageReadError(f"{image}: not an image OpenCV can decode ({data.size} bytes); "
                                  "give a PNG, JPEG, BMP or TIFF file")
     elif isinstance(image, (bytes, bytearray, memoryview)):
         data = np.frombuffer(image, dtype=np.uint8)
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        img = _imdecode(data, _describe(image))
         if img is None:
             raise ImageReadError(f"{_describe(image)}: not an image OpenCV can decode; "
                                  "give PNG, JPEG, BMP or TIFF bytes")
@@ -67,6 +67,20 @@ def decode_image(image: ImageInput) -> NDArray[np.generic]:
                              "numpy array (H, W[, C]) uint8/uint16")
     check_array(img, _describe(image) if not isinstance(image, np.ndarray) else "image array")
     return img
+
+
+def _imdecode(data: NDArray[np.uint8], where: str) -> np.ndarray | None:
+    """``cv2.imdecode`` (None for undecodable data); an image above OpenCV's pixel limit (2^30 by default,
+    ``CV_IO_MAX_IMAGE_PIXELS``), a decompression bomb, is an `ImageReadError` rather than a ``cv2.error``."""
+    if not data.size:
+        return None
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        why = ("its header declares more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS)"
+               if "CV_IO_MAX_IMAGE_PIXELS" in str(e) or "validateInputImageSize" in str(e)
+               else f"OpenCV failed to decode it ({' '.join(str(e).split())[-120:]})")
+        raise ImageReadError(f"{where}: {why}; give an image of a sane size") from None
 
 
 def check_array(img: np.ndarray, where: str) -> None:

@@ -24,7 +24,6 @@ session, so the event loop keeps answering probes and metrics while images are i
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import io
 import logging
@@ -34,7 +33,6 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -48,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgevision import __version__
 from edgevision.core.errors import EdgeVisionError
+from edgevision.core.io import sha256_file
 from edgevision.runtime.detector import Detections, Detector
 from edgevision.runtime.images import ImageReadError, decode_image
 from edgevision.serve.config import ServeConfig
@@ -74,14 +73,6 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class ServiceState:
     """What the endpoints share: the detector, the config, the operating points, counters and readiness."""
 
@@ -89,7 +80,7 @@ class ServiceState:
         self.detector, self.config = detector, config
         self._token = None if token is None else token.encode()
         meta = detector.metadata
-        self.sha256 = file_sha256(detector.path)
+        self.sha256 = sha256_file(detector.path)
         operating = meta.class_thresholds()
         default = float(meta.defaults.get("conf", 0.25))
         self.operating = {n: float((operating or {}).get(n, default)) for n in detector.names}

@@ -119,3 +119,22 @@ def test_bad_images_one_line_errors(build, bad) -> None:
     with pytest.raises(ImageReadError) as e:
         det(bad)
     assert "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+def test_decompression_bomb_is_an_image_read_error(build, tmp_path) -> None:
+    """A PNG whose header declares 40000x40000 pixels: OpenCV refuses it with cv2.error (found by the
+    reliability suite); the runtime must turn that into its one-line ImageReadError, for bytes and paths."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    (tmp_path / "bomb.png").write_bytes(data)
+    det = Detector(build("bbox", make_meta(["o"])))
+    for image in (data, tmp_path / "bomb.png"):
+        with pytest.raises(ImageReadError, match="more pixels than OpenCV decodes") as e:
+            det(image)
+        assert "\n" not in str(e.value)
