@@ -5,8 +5,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint install install-base clean
 
-demo:  # installs the base only when .venv has no edgevision yet (make test installs more)
-	@test -x $(VENV)/bin/edgevision || scripts/install.sh $(VENV) base
+demo: install  # the same environment as `make test` (torch comes from local disk); then the whole pipeline
 	$(VENV)/bin/edgevision demo
 
 install:

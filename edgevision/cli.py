@@ -131,14 +131,26 @@ def synth(
 @app.command()
 def demo(
     work: Path = typer.Option(Path("edgevision-demo"), "--work", help="Folder for the demo's outputs (its stage folders are replaced)."),
-    n: int = typer.Option(120, "--n", min=10, help="Sample images to generate."),
-    seed: int = typer.Option(0, "--seed", help="Sample and split seed."),
+    n: int | None = typer.Option(None, "--n", min=10, help="Sample images to generate (default 200; 40 with --quick)."),
+    seed: int = typer.Option(0, "--seed", help="Sample, split and training seed."),
+    quick: bool = typer.Option(False, "--quick", help="Every stage in about two minutes: 1 epoch at 128 px, short "
+                               "benchmark and soak (the model learns nothing; for checking an install)."),
+    data_only: bool = typer.Option(False, "--data-only", help="Only the data stages (synth, validate, stats, split, "
+                                   "convert round trip): what a base install can run."),
 ) -> None:
-    """Run the pipeline on the built-in sample: synth -> validate -> stats -> split -> convert round trip."""
+    """The whole pipeline on the built-in sample: synth -> validate -> split -> train -> eval -> export ->
+    quantize -> bench -> reliability gate (train, export and quantize need the train and onnxruntime extras)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgevision.demo import run_demo
+    from edgevision.core.errors import ConfigError
+    from edgevision.demo import model_stages_missing, run_demo, run_model_stages
 
+    if not data_only:
+        missing = model_stages_missing()
+        if missing:
+            raise ConfigError(f"the demo's model stages need {', '.join(missing)} (not installed): run `make demo`, "
+                              "which installs them, or `edgevision demo --data-only` for the data stages")
+    n = n if n is not None else (40 if quick else 200)
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=True) as bars:
         tasks: dict[str, Any] = {}
@@ -168,10 +180,45 @@ def demo(
     for s in result.stages:
         t.add_row(s.name, s.format, str(s.images), str(s.objects), str(s.classes), f"{s.max_box_error:.2e}")
     out.print(t)
+    if result.ok and not data_only:
+        with out.status("model stages (each an `edgevision` command; see commands.log)"):
+            run_model_stages(result, quick=quick, seed=seed, log=lambda msg: out.print(msg, highlight=False))
+        _print_model_stages(result, quick)
     if not result.ok:
         err.print(f"[red]demo: {result.problem}[/red]", highlight=False)
         raise typer.Exit(1)
     out.print(f"[green]demo OK[/green]: outputs in {result.work}", highlight=False)
+    if "report" in result.numbers:
+        out.print(f"reliability report: [bold]{result.numbers['report']}[/bold] (benchmark: "
+                  f"{result.numbers['bench_report']})", highlight=False)
+
+
+def _print_model_stages(result: Any, quick: bool) -> None:
+    nb = result.numbers
+    t = Table(title="model stages", title_justify="left")
+    for col in ("stage", "exit", "seconds", "command"):
+        t.add_column(col)
+    for s in result.model_stages:
+        t.add_row(s["stage"], str(s["exit"]), f"{s['seconds']:.0f}", s["command"])
+    out.print(t)
+    if nb.get("map50") is not None:
+        good = nb["map50"] >= 0.3
+        out.print(f"trained model on the test split: mAP50 {nb['map50']:.3f}, mAP50-95 {nb['map50_95']:.3f}"
+                  + ("" if good or quick else " [yellow](below 0.3: the gate below means little)[/yellow]"),
+                  highlight=False)
+    if nb.get("quantize_verdict"):
+        out.print(f"INT8: {nb['quantize_verdict']} ({nb.get('quantize_reason')})", highlight=False)
+    for name, p in (nb.get("latency") or {}).items():
+        out.print(f"{name}: p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms" if p.get("p99") is not None
+                  else f"{name}: p50 {p['p50']:.2f} ms", highlight=False)
+    if nb.get("verdict"):
+        colour = "green" if nb["verdict"] == "PASS" else "red"
+        out.print(f"release gate: [{colour}]{nb['verdict']}[/{colour}]"
+                  + (f" (failed: {', '.join(nb['failed'])})" if nb["failed"] else "")
+                  + (" - expected with --quick: the model learned nothing" if quick and nb["verdict"] != "PASS" else ""),
+                  highlight=False)
+        for detail in nb.get("failed_details", []) if not quick else []:
+            out.print(f"  {detail}", highlight=False)
 
 
 @app.command("formats")

@@ -142,7 +142,7 @@ def test_synth_cli_is_deterministic(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    res = run_cli("demo", "--work", tmp_path / "demo", "--n", "24")
+    res = run_cli("demo", "--work", tmp_path / "demo", "--n", "24", "--data-only")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "demo OK" in res.stdout
     assert "validate: 0 errors" in res.stdout and "every class in every split" in res.stdout

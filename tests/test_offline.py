@@ -7,7 +7,7 @@ from tests.helpers import network_attempts, run_cli
 
 def test_demo_and_convert_make_no_network_attempt(tmp_path):
     block = tmp_path / "net"
-    res = run_cli("demo", "--work", tmp_path / "demo", "--n", "20", block_network=block)
+    res = run_cli("demo", "--work", tmp_path / "demo", "--n", "20", "--data-only", block_network=block)
     assert res.returncode == 0, res.stdout + res.stderr
     res = run_cli("convert", tmp_path / "demo" / "1-coco", tmp_path / "again", "--to", "voc", block_network=block)
     assert res.returncode == 0, res.stderr

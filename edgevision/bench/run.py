@@ -98,6 +98,14 @@ def _predict(model: Path, gt: list[ImageRecord], providers: list[str] | None, th
 
 def _accuracy(model: Path, gt: list[ImageRecord], names: list[str], provider: str, providers: list[str] | None,
               threads: int | None, device: str) -> AccuracyResult:
+    return accuracy_and_predictions(model, gt, names, provider, providers, threads, device)[0]
+
+
+def accuracy_and_predictions(model: Path, gt: list[ImageRecord], names: list[str], provider: str,
+                             providers: list[str] | None, threads: int | None,
+                             device: str) -> tuple[AccuracyResult, list[ImageRecord]]:
+    """COCO metrics and decisions of ``model`` on ``gt`` (class ids in the model's order), and its predictions
+    at `LOW_CONF` (for a paired comparison with another model on the same images)."""
     from edgevision.evaluate import evaluate
     from edgevision.evaluate.operating import model_operating_points
 
@@ -113,7 +121,8 @@ def _accuracy(model: Path, gt: list[ImageRecord], names: list[str], provider: st
                           per_class_ap50_95={k: v["ap50_95"] for k, v in c.per_class.items()}, thresholds=src,
                           escape_rate=d["escape_rate"], false_reject_rate=d["false_reject_rate"],
                           escapes=int(d["escapes"]), defective_images=int(d["defective_images"]),
-                          false_rejects=int(d["false_rejects"]), defect_free_images=int(d["defect_free_images"]))
+                          false_rejects=int(d["false_rejects"]),
+                          defect_free_images=int(d["defect_free_images"])), preds
 
 
 def _provider_sets(providers: Sequence[str] | None) -> list[tuple[str, list[str] | None]]:

@@ -25,7 +25,8 @@ class Gate(BaseModel):
         p99_latency_ms: the model's single-stream p99, whole pipeline, at most this (box-specific).
         p99_latency_ratio_max: the model's p99 over the reference's p99, at most this (1.0: not slower).
         map50_95_min: COCO mAP50-95 on the split, at least this.
-        int8_max_drop: relative mAP50-95 drop against the reference, at most this (0.01: 1%).
+        int8_max_drop: relative mAP50-95 drop against the reference, at most this (0.01: 1%); as in
+            ``edgevision quantize``, a drop above it fails only when its paired bootstrap interval excludes zero.
         escape_rate_max / false_reject_rate_max: image-level rates at the model's operating points.
         rpc_min: relative performance under corruption (mPC / clean mAP), at least this.
         rss_growth_mb_per_h_max: the soak's memory slope, at most this (also the soak's leak limit).
@@ -166,7 +167,16 @@ def judge_gate(gate: Gate, facts: dict[str, Any]) -> list[Check]:
                        else f": above {limit:g} but the interval includes it (noise)")
             checks.append(Check("p99_latency_ratio_max", limit, ratio, not slower, detail))
     at_least("map50_95_min", facts.get("map50_95"), "mAP50-95")
-    at_most("int8_max_drop", facts.get("rel_drop"), "relative mAP50-95 drop against the reference", "{:.2%}")
+    if gate.int8_max_drop is not None:
+        if facts.get("rel_drop") is None:
+            checks.append(Check("int8_max_drop", gate.int8_max_drop, None, False, "relative mAP50-95 drop against the "
+                                "reference: not measured (the reference's mAP50-95 is 0 or undefined)"))
+        else:
+            from edgevision.quantize.workflow import judge  # the same rule as `edgevision quantize`
+
+            ok, why = judge(facts["rel_drop"], facts.get("rel_drop_ci"), gate.int8_max_drop, int(facts.get("images") or 0))
+            checks.append(Check("int8_max_drop", gate.int8_max_drop, facts["rel_drop"], ok, why + " (paired bootstrap "
+                                "over images, against the reference)"))
     at_most("escape_rate_max", facts.get("escape_rate"), "escape rate")
     at_most("false_reject_rate_max", facts.get("false_reject_rate"), "false-reject rate")
     at_least("rpc_min", facts.get("rpc"), "rPC")

@@ -89,7 +89,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         ConfigError / DatasetError / ModelFormatError / OutputExistsError: bad arguments (one line, before work).
     """
     from edgevision.bench.env import fingerprint, sha256_of
-    from edgevision.bench.run import _accuracy, _gt_for, _split
+    from edgevision.bench.run import _gt_for, _split, accuracy_and_predictions
     from edgevision.convert import read_dataset
     from edgevision.core.errors import OutputExistsError
     from edgevision.reliability.corruptions import CORRUPTIONS, SEVERITIES
@@ -154,9 +154,20 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
                       "load_s": raw.get("load_s"), "peak_rss_mb": raw.get("peak_rss_mb"),
                       "throughput_ips": raw.get("throughput_ips")}
     tick("accuracy")
-    accuracy = {"model": _accuracy(model, gt, list(meta.names), "cpu", None, threads, "cpu").model_dump()}
+    acc_m, preds_m = accuracy_and_predictions(model, gt, list(meta.names), "cpu", None, threads, "cpu")
+    accuracy: dict[str, Any] = {"model": acc_m.model_dump()}
+    drop: dict[str, Any] = {}
     if ref is not None:
-        accuracy["reference"] = _accuracy(ref, gt, list(meta.names), "cpu", None, threads, "cpu").model_dump()
+        from edgevision.core.dataset import LabelMap
+        from edgevision.evaluate.bootstrap import match_table, paired_bootstrap
+
+        acc_r, preds_r = accuracy_and_predictions(ref, gt, list(meta.names), "cpu", None, threads, "cpu")
+        accuracy["reference"] = acc_r.model_dump()
+        labels = LabelMap(list(meta.names))
+        boot = paired_bootstrap(match_table(gt, preds_r, labels, max_dets=100), match_table(gt, preds_m, labels,
+                                max_dets=100), metric="map50_95", n_boot=1000, seed=seed)
+        drop = {"rel_drop": boot.rel_drop, "rel_drop_ci": list(boot.rel_drop_ci) if boot.rel_drop_ci else None,
+                "images": len(gt)}
 
     det = Detector(model, threads=threads)
     results: dict[str, SuiteResult] = {}
@@ -174,6 +185,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         shutil.rmtree(scratch, ignore_errors=True)
 
     facts = _facts({**latency, "_samples": {k: v["pipeline_ms"] for k, v in lat.items()}}, accuracy, results)
+    facts.update({k: v for k, v in drop.items() if k != "rel_drop" or v is not None})
     checks = judge_gate(gate, facts)
     for name, res in results.items():  # a suite that could not run fails the gate whatever its keys
         if res.status == "error":

@@ -1,6 +1,6 @@
 """The built-in sample must be learnable: a nano YOLO from scratch reaches mAP50 >= 0.3 in minutes.
 
-The model is the session fixture ``learned`` of `tests.tiny_models` (200 images at 256 px, 25 epochs on
+The model is the session fixture ``learned`` of `tests.tiny_models` (200 images at 256 px, 22 epochs on
 the CPU through the real CLI, about 6 minutes on 2 cores; the INT8 tests judge its quantization too).
 """
 
