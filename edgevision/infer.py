@@ -210,12 +210,10 @@ def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
     from edgevision.train.predict import load_predictor
 
     pred = load_predictor(model, device=device, threads=threads)
-    operating = None
-    thr_file = model / "thresholds.json" if model.is_dir() else model.parent.parent / "thresholds.json"
-    if thr_file.is_file():
-        from edgevision.evaluate.operating import OperatingPoints
+    from edgevision.evaluate.operating import model_operating_points
 
-        operating = dict(OperatingPoints.load(thr_file).classes)
+    found = model_operating_points(model)
+    operating = dict(found.classes) if found is not None else None
     names = list(pred.labels.names)
 
     def detect(frame: Frame, conf: Any, iou: float, max_det: int) -> ImageRecord:

@@ -64,15 +64,11 @@ def command(
     goal = _parse_target(target) if target is not None else None
     if predictions is not None and not predictions.is_file():
         raise ConfigError(f"--predictions {predictions}: file does not exist")
-    if thresholds is None and model is not None and model.is_dir() and (model / "thresholds.json").is_file():
-        thresholds = model / "thresholds.json"
     operating = OperatingPoints.load(thresholds) if thresholds is not None else None
-    if operating is None and goal is None and model is not None and model.suffix.lower() == ".onnx" and model.is_file():
-        from edgevision.runtime import read_metadata
+    if operating is None and goal is None and model is not None and (model.is_dir() or model.is_file()):
+        from edgevision.evaluate.operating import model_operating_points
 
-        meta = read_metadata(model)
-        if meta.thresholds:
-            operating = OperatingPoints.from_dict(meta.thresholds, where=f"{model}: metadata thresholds")
+        operating = model_operating_points(model)  # ONNX metadata, or the run's thresholds.json
 
     rr = read_dataset(data, src_format, recipe=recipe)
     print_findings(rr.report)
