@@ -114,3 +114,17 @@ def write_json_option(path: Any, data: Any, what: str, flag: str = "--json") -> 
     except OSError as e:
         raise ConfigError(f"{flag} {path}: cannot write ({e.strerror})") from e
     out.print(f"wrote {what} to {path}", highlight=False)
+
+
+def default_subcommand_group(default: str) -> type:
+    """A typer group class where ``GROUP ARGS`` means ``GROUP default ARGS`` unless ARGS starts with a
+    subcommand or --help (``edgevision bench MODEL`` is ``bench run MODEL``)."""
+    from typer.core import TyperGroup
+
+    class _DefaultGroup(TyperGroup):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+                args = [default, *args]
+            return super().parse_args(ctx, args)
+
+    return _DefaultGroup

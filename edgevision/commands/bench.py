@@ -14,21 +14,10 @@ from typing import Any
 
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
 
-from edgevision.commands._present import err, out
+from edgevision.commands._present import default_subcommand_group, err, out
 
-
-class _RunByDefault(TyperGroup):
-    """``bench ARGS`` means ``bench run ARGS`` unless ARGS starts with a subcommand or --help."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_RunByDefault, no_args_is_help=True, add_completion=False,
+app = typer.Typer(cls=default_subcommand_group("run"), no_args_is_help=True, add_completion=False,
                   help="Latency (p50/p90/p99), throughput, memory and accuracy of models on a dataset; compare runs.")
 
 
@@ -73,7 +62,7 @@ def run(
     batches = [b or 1 for b in _ints(batch, "--batch")]
     provs = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bars:
+                  console=err, transient=True, disable=not err.is_terminal) as bars:
         task = bars.add_task("bench", total=1)
 
         def progress(stage: str, done: int, total: int) -> None:

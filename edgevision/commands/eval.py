@@ -148,7 +148,7 @@ def _predict(model: Path, gt: list[Any], labels: Any, device: str, imgsz: int | 
 
     preds: list[Any] = []
     chunk = 16
-    with Progress(console=err, transient=True) as bar:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("predicting", total=len(gt))
         for i in range(0, len(gt), chunk):
             preds.extend(predictor.predict(gt[i:i + chunk], conf=LOW_CONF, max_det=max_dets))

@@ -124,7 +124,7 @@ def _run(m: Any, frames: Any, stage: Path, names: list[str], conf: float | None,
                 target.write_bytes(buf.tobytes())
 
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as bar:
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("predict", total=total)
         return predict_source(m, frames, conf=conf, iou=iou, max_det=max_det, on_frame=on_frame)
 

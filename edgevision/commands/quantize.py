@@ -57,7 +57,7 @@ def command(
     out.print(f"target {chosen} ({how})" + (f": {TARGETS[chosen].summary}" if chosen in TARGETS else ""),
               highlight=False, markup=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

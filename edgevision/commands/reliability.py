@@ -60,7 +60,7 @@ def command(
             raise ConfigError("the robustness suite needs albumentations (pip install 'albumentations>=2.0.5,<2.1', "
                               "or the train extra); or leave it out with --suite soak,determinism,bad-input,concurrency")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bars:
+                  console=err, transient=True, disable=not err.is_terminal) as bars:
         task = bars.add_task("reliability", total=1)
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -71,7 +71,7 @@ def _run(tile_dataset: Any, rr: Any, options: Any, staging: Path, err: Any) -> A
     from edgevision.core.report import Report
 
     with Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as bar:
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("tiling", total=len(rr.dataset))
         return tile_dataset(rr.dataset, options, staging, report=Report(rr.report.on_error),
                             progress=lambda done, total: bar.update(task, completed=done))

@@ -83,7 +83,8 @@ def command(
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
     try:
         with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err, transient=True, disable=verbose) as bars:
+                      TimeRemainingColumn(), console=err, transient=True,
+                      disable=verbose or not err.is_terminal) as bars:
             tasks: dict[str, Any] = {}
 
             def progress(stage: str, done: int, total: int) -> None:

@@ -121,7 +121,7 @@ class _Progress:
         if self._bar is None:
             from rich.progress import Progress
 
-            self._bar = Progress(console=err, transient=True)
+            self._bar = Progress(console=err, transient=True, disable=not err.is_terminal)
             self._bar.start()
             self._task = self._bar.add_task("checking images", total=total)
         self._bar.update(self._task, completed=done)
