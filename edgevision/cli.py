@@ -290,10 +290,12 @@ def _register_data_commands() -> None:
         if importlib.util.find_spec(module) is not None:  # tests/test_cli.py checks that all are there
             app.command(name)(importlib.import_module(module).command)
     from edgevision.commands.bench import app as bench_app
+    from edgevision.commands.inspect import app as inspect_app
     from edgevision.commands.weights import app as weights_app
 
     app.add_typer(weights_app, name="weights")
     app.add_typer(bench_app, name="bench")
+    app.add_typer(inspect_app, name="inspect")
 
 
 _register_data_commands()
