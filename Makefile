@@ -9,14 +9,14 @@ demo: install  # the same environment as `make test` (torch comes from local dis
 	$(VENV)/bin/edgevision demo
 
 install:
-	scripts/install.sh $(VENV) dev,train,plots,onnxruntime,serve
+	scripts/install.sh $(VENV) dev,train,plots,onnxruntime,serve,inspect
 
 test: install
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
-	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability
+	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability edgevision/inspect
 
 clean:
 	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis
