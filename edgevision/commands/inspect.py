@@ -150,20 +150,25 @@ def _launch(name: str, view: str | None, address: str, port: int, db_dir: Path |
     ds = open_dataset(fo, name, db_dir)
     selected, how = select_view(ds, view)
     logging.getLogger("fiftyone").setLevel(logging.WARNING)
-    session = fo.launch_app(selected, address=address, port=port, auto=False)
-    shown = "localhost" if address in ("127.0.0.1", "localhost", "::1") else address
-    out.print(f"FiftyOne App on {name} ({how}): http://{shown}:{port}/   (Ctrl-C stops it)", highlight=False)
+
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _stop)  # a service manager's stop: shut the App server down too
+    # a service manager's stop (SIGTERM), even while the App is still starting, closes the session so
+    # that FiftyOne's App server goes too
+    previous = signal.signal(signal.SIGTERM, _stop)
+    session = None
     try:
+        session = fo.launch_app(selected, address=address, port=port, auto=False)
+        shown = "localhost" if address in ("127.0.0.1", "localhost", "::1") else address
+        out.print(f"FiftyOne App on {name} ({how}): http://{shown}:{port}/   (Ctrl-C stops it)", highlight=False)
         session.wait(-1)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        session.close()
+        if session is not None:
+            session.close()
     out.print("App stopped", highlight=False)
 
 

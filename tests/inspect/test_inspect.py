@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -261,19 +262,27 @@ def test_launch_serves_the_app_on_localhost_and_stops_on_sigterm(fo: Any, loaded
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
     proc = subprocess.Popen([sys.executable, "-m", "edgevision", "inspect", "launch", "voc-preds", "--view", "missed",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         deadline, page = time.monotonic() + 120, ""
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-                    page = resp.read().decode()
-                    break
-            except OSError:
-                time.sleep(0.5)
-        assert "<html" in page.lower(), proc.stdout.read() if proc.poll() is not None else "no answer"
+            if not page:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                        page = resp.read().decode()
+                except OSError:
+                    pass
+            if page and any("FiftyOne App on" in ln for ln in lines):
+                break
+            time.sleep(0.5)
+        assert "<html" in page.lower() and any("FiftyOne App on" in ln for ln in lines), "".join(lines)
     finally:
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=60)[0]
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    output = "".join(lines)
     assert proc.returncode == 0, output
     assert f"http://localhost:{port}/" in output and "saved view 'missed'" in output and "App stopped" in output
     with socket.socket() as s:  # the App server went with it

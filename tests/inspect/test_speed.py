@@ -14,13 +14,14 @@ def _dataset(fo: Any, name: str) -> Any:
     rng = np.random.default_rng(3)
     ds = fo.Dataset(name, overwrite=True)
     samples = []
-    for i in range(4):
+    for i in range(2):
         s = fo.Sample(filepath=f"/nonexistent/{i}.png")
-        s["gt"] = fo.Detections(detections=[fo.Detection(label=c, bounding_box=list(rng.uniform(0.05, 0.4, 4)))
-                                            for c in ("a", "b", "a")])
-        s["pr"] = fo.Detections(detections=[
+        gt = [fo.Detection(label=c, bounding_box=list(rng.uniform(0.05, 0.4, 4))) for c in ("a", "b", "a")]
+        s["gt"] = fo.Detections(detections=gt)
+        found = fo.Detection(label="a", bounding_box=list(gt[0].bounding_box), confidence=0.5)  # one sure match
+        s["pr"] = fo.Detections(detections=[found] + [
             fo.Detection(label=str(rng.choice(["a", "b"])), bounding_box=list(rng.uniform(0.05, 0.4, 4)),
-                         confidence=float(rng.uniform())) for _ in range(40)])
+                         confidence=float(rng.uniform())) for _ in range(25)])
         samples.append(s)
     ds.add_samples(samples, progress=False)
     return ds
