@@ -12,7 +12,7 @@ install:
 	scripts/install.sh $(VENV) dev,train,plots,onnxruntime,serve,inspect
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
