@@ -12,7 +12,7 @@ install:
 	scripts/install.sh $(VENV) dev,train,plots,onnxruntime,serve,inspect
 
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25
+	scripts/test.sh $(PY)
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
