@@ -21,6 +21,8 @@ a=$!
 "$PY" -m pytest -q -p no:cacheprovider --basetemp="$LOGS/tmp-rest" --durations=15 "${IGNORE[@]}" \
   > "$LOGS/rest.log" 2>&1 &
 b=$!
+# Both run in the background, where a non-interactive shell ignores SIGINT: Ctrl-C on this script stops them.
+trap 'kill "$a" "$b" 2>/dev/null; wait; exit 130' INT TERM
 wait "$a"; ra=$?
 wait "$b"; rb=$?
 echo "== tests using the trained models (exit $ra)"; cat "$LOGS/trained.log"

@@ -136,8 +136,11 @@ def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
     run = env["root"] / "run-resume"
     cmd = [sys.executable, "-m", "edgevision", "train", "--data", str(env["sample"]), "--model", "yolov8n",
            "--out", str(run), "--epochs", "8", "--imgsz", "64", "--batch", "8", "--workers", "0"]
+    # Ctrl-C as in a terminal: a pytest started in the background by a non-interactive shell (scripts/test.sh,
+    # CI) inherits SIGINT ignored, and Python then keeps it ignored, so the child gets the default back.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         h = run / "history.csv"
