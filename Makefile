@@ -16,7 +16,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
-	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability edgevision/inspect
+	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability edgevision/inspect edgevision/commands
 
 clean:
 	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis

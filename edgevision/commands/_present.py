@@ -116,6 +116,16 @@ def write_json_option(path: Any, data: Any, what: str, flag: str = "--json") -> 
     out.print(f"wrote {what} to {path}", highlight=False)
 
 
+def progress_bars(*columns: Any, hide: bool = False) -> Any:
+    """Transient rich progress bars on stderr, drawn only when stderr is a terminal (a redirected stderr gets
+    nothing, so a one-line error stays one line) and not when ``hide``. Columns default to description, bar,
+    done/total and elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cols = columns or (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*cols, console=err, transient=True, disable=hide or not err.is_terminal)
+
+
 def default_subcommand_group(default: str) -> type:
     """A typer group class where ``GROUP ARGS`` means ``GROUP default ARGS`` unless ARGS starts with a
     subcommand or --help (``edgevision bench MODEL`` is ``bench run MODEL``)."""

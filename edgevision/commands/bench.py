@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import default_subcommand_group, err, out
+from edgevision.commands._present import default_subcommand_group, err, out, progress_bars
 
 app = typer.Typer(cls=default_subcommand_group("run"), no_args_is_help=True, add_completion=False,
                   help="Latency (p50/p90/p99), throughput, memory and accuracy of models on a dataset; compare runs.")
@@ -54,15 +54,12 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it exists."),
 ) -> None:
     """Benchmark models: latency percentiles, throughput, load time, memory, size, accuracy; JSON + markdown + HTML."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from edgevision.bench.run import run_bench
 
     thr = _ints(threads, "--threads")
     batches = [b or 1 for b in _ints(batch, "--batch")]
     provs = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bars:
+    with progress_bars() as bars:
         task = bars.add_task("bench", total=1)
 
         def progress(stage: str, done: int, total: int) -> None:

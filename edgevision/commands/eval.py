@@ -144,11 +144,11 @@ def _predict(model: Path, gt: list[Any], labels: Any, device: str, imgsz: int | 
                           f"{list(labels.names)}; remap the dataset (edgevision remap) or use a matching model")
     from rich.progress import Progress
 
-    from edgevision.commands._present import err
+    from edgevision.commands._present import progress_bars
 
     preds: list[Any] = []
     chunk = 16
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+    with progress_bars(*Progress.get_default_columns()) as bar:
         task = bar.add_task("predicting", total=len(gt))
         for i in range(0, len(gt), chunk):
             preds.extend(predictor.predict(gt[i:i + chunk], conf=LOW_CONF, max_det=max_dets))

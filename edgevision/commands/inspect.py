@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import check_choice, default_subcommand_group, err, out
+from edgevision.commands._present import check_choice, default_subcommand_group, err, out, progress_bars
 
 app = typer.Typer(cls=default_subcommand_group("load"), no_args_is_help=True, add_completion=False,
                   help="Look at datasets and predictions in FiftyOne (tags TP / FP / FN); export curated labels back.")
@@ -28,13 +28,6 @@ DB_HELP = "FiftyOne's database folder (default: $EDGEVISION_FIFTYONE_DIR, else E
 def _default_name(data: Path) -> str:
     p = data.resolve()
     return (p.parent.name + "-" + p.stem) if p.is_file() else p.name
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
 
 
 def _f(v: float | None) -> str:
@@ -94,14 +87,15 @@ def load(
         if operating is None:
             operating = model_operating_points(model)
             source = f"operating points of {model}" if operating is not None else ""
+    pred_src = model or predictions
     req = LoadRequest(
         name=name or _default_name(data), gt=gt, labels=ds.labels, preds=preds,
         thresholds=dict(operating.classes) if operating is not None else None, thresholds_source=source, conf=conf,
         iou=iou, difficult=difficult, overwrite=overwrite, db_dir=db_dir,
         source={"data": str(data.resolve()), "format": rr.format, "split": split,
-                "predictions": str((model or predictions).resolve()) if (model or predictions) else None},
+                "predictions": str(pred_src.resolve()) if pred_src else None},
     )
-    with _progress() as bars:
+    with progress_bars() as bars:
         task = bars.add_task("starting FiftyOne", total=None)
         result = load_into_fiftyone(req, lambda stage, done, total: bars.update(task, description=stage,
                                                                                 completed=done, total=total))
@@ -201,7 +195,7 @@ def export_cmd(
     from edgevision.inspect.export import export_from_fiftyone
 
     check_choice("--images", images, ("copy", "symlink", "none"))
-    with _progress() as bars:
+    with progress_bars() as bars:
         task = bars.add_task("starting FiftyOne", total=None)
         r = export_from_fiftyone(name, out_dir, to, view=view, label_field=label_field, images=images,  # type: ignore[arg-type]
                                  overwrite=overwrite, db_dir=db_dir,

@@ -29,7 +29,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import check_choice, err, out
+from edgevision.commands._present import check_choice, err, out, progress_bars
 
 
 def command(
@@ -104,7 +104,7 @@ def command(
 def _run(m: Any, frames: Any, stage: Path, names: list[str], conf: float | None, iou: float, max_det: int,
          save_images: bool, total: int | None, is_video: bool) -> Any:
     import cv2
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from edgevision.infer import draw, predict_source
 
@@ -123,8 +123,7 @@ def _run(m: Any, frames: Any, stage: Path, names: list[str], conf: float | None,
             if ok:
                 target.write_bytes(buf.tobytes())
 
-    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+    with progress_bars(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("predict", total=total)
         return predict_source(m, frames, conf=conf, iou=iou, max_det=max_det, on_frame=on_frame)
 

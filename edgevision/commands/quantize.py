@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgevision.commands._present import err, out
+from edgevision.commands._present import err, out, progress_bars
 
 
 def command(
@@ -56,8 +55,7 @@ def command(
     how = "default: this CPU" if target is None else f"this CPU is {host}"
     out.print(f"target {chosen} ({how})" + (f": {TARGETS[chosen].summary}" if chosen in TARGETS else ""),
               highlight=False, markup=False)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+    with progress_bars() as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import err, out
+from edgevision.commands._present import out, progress_bars
 
 
 def command(
@@ -40,8 +40,6 @@ def command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it exists."),
 ) -> None:
     """Soak, robustness, determinism, bad-input and concurrency suites, judged by a release gate: PASS / FAIL."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from edgevision.core.errors import ConfigError
     from edgevision.reliability.gate import resolve_gate
     from edgevision.reliability.run import run_reliability
@@ -59,8 +57,7 @@ def command(
         if importlib.util.find_spec("albumentations") is None:
             raise ConfigError("the robustness suite needs albumentations (pip install 'albumentations>=2.0.5,<2.1', "
                               "or the train extra); or leave it out with --suite soak,determinism,bad-input,concurrency")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bars:
+    with progress_bars() as bars:
         task = bars.add_task("reliability", total=1)
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -28,7 +28,7 @@ def command(
     import shutil
     import tempfile
 
-    from edgevision.commands._present import check_choice, err, output_format, print_findings, print_losses
+    from edgevision.commands._present import check_choice, output_format, print_findings, print_losses
     from edgevision.commands._present import out as console
     from edgevision.convert import read_dataset, write_dataset
     from edgevision.core.io import check_output_path
@@ -43,7 +43,7 @@ def command(
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tiles.", dir=dst.parent))
     try:
-        res = _run(tile_dataset, rr, options, staging, err)
+        res = _run(tile_dataset, rr, options, staging)
         tile_map = json.dumps(res.tile_map(options), ensure_ascii=False).encode("utf-8")
         losses = write_dataset(res.dataset, out, fmt, images="copy", overwrite=overwrite,
                                extra_files={TILE_MAP_FILE: tile_map})
@@ -64,14 +64,14 @@ def command(
                   highlight=False)
 
 
-def _run(tile_dataset: Any, rr: Any, options: Any, staging: Path, err: Any) -> Any:
+def _run(tile_dataset: Any, rr: Any, options: Any, staging: Path) -> Any:
     """Tile with a progress bar on stderr; read errors follow the read's policy."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
+    from edgevision.commands._present import progress_bars
     from edgevision.core.report import Report
 
-    with Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+    with progress_bars(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("tiling", total=len(rr.dataset))
         return tile_dataset(rr.dataset, options, staging, report=Report(rr.report.on_error),
                             progress=lambda done, total: bar.update(task, completed=done))

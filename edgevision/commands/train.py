@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import err, out
+from edgevision.commands._present import err, out, progress_bars
 
 
 def command(
@@ -71,20 +71,12 @@ def command(
               + ", ".join(f"{s} {len(ds.split(s))}" for s in ds.splits)
               + (f" images (val held out by a seeded split, {cfg.val_fraction:.0%})" if prep.split_made else " images")
               + f"; {len(ds.labels)} classes; run folder {prep.run.root}", highlight=False)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
     try:
-        with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err, transient=True,
-                      disable=verbose or not err.is_terminal) as bars:
+        with progress_bars(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), hide=verbose) as bars:
             tasks: dict[str, Any] = {}
 
             def progress(stage: str, done: int, total: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import check_choice, err, out, print_losses
+from edgevision.commands._present import check_choice, out, print_losses, progress_bars
 from edgevision.core.io import check_output_path
 
 _PROGRESS_MIN = 200
@@ -121,7 +121,7 @@ class _Progress:
         if self._bar is None:
             from rich.progress import Progress
 
-            self._bar = Progress(console=err, transient=True, disable=not err.is_terminal)
+            self._bar = progress_bars(*Progress.get_default_columns())
             self._bar.start()
             self._task = self._bar.add_task("checking images", total=total)
         self._bar.update(self._task, completed=done)
