@@ -214,15 +214,13 @@ def export_cmd(
 @app.command("list")
 def list_cmd(db_dir: Path | None = typer.Option(None, "--db-dir", help=DB_HELP)) -> None:
     """The FiftyOne datasets in the database, with their size and source."""
-    from edgevision.inspect.fo_env import database_dir, import_fiftyone
+    from edgevision.inspect.fo_env import database_dir, import_fiftyone, user_datasets
 
     fo = import_fiftyone(db_dir)
     t = Table(title=f"FiftyOne datasets in {database_dir(db_dir) or '$FIFTYONE_DATABASE_URI'}", title_justify="left")
     for col in ("name", "images", "loaded", "data", "predictions", "saved views"):
         t.add_column(col)
-    for n in fo.list_datasets():
-        if ".loading-" in n:
-            continue
+    for n in user_datasets(fo):
         ds = fo.load_dataset(n)
         ev = (ds.info or {}).get("edgevision", {})
         t.add_row(n, str(len(ds)), str(ev.get("loaded", "-")), str(ev.get("data", "-")), str(ev.get("predictions") or "-"),

@@ -21,7 +21,7 @@ from typing import Any
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, DatasetError, OutputExistsError
 from edgevision.core.io import ImageMode, read_image_size
-from edgevision.inspect.fo_env import database_dir, import_fiftyone
+from edgevision.inspect.fo_env import database_dir, import_fiftyone, user_datasets
 from edgevision.inspect.samples import GT_FIELD, sample_to_record
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,13 @@ class ExportResult:
 
 def open_dataset(fo: Any, name: str, db_dir: Path | None) -> Any:
     """``fo.load_dataset(name)`` with a one-line error listing the datasets there are."""
-    names = fo.list_datasets()
-    if name not in names:
+    if name not in fo.list_datasets():
         import difflib
 
+        names = user_datasets(fo)
         close = difflib.get_close_matches(name, names, 1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        have = ", ".join(n for n in names if ".loading-" not in n) or "none"
+        have = ", ".join(names) or "none"
         raise ConfigError(f"no FiftyOne dataset '{name}'{hint} in {database_dir(db_dir)}; datasets there: {have}")
     return fo.load_dataset(name)
 
@@ -96,8 +96,9 @@ def view_to_dataset(ds: Any, view: Any, label_field: str) -> tuple[Dataset, int,
         ConfigError: ``label_field`` is not a field of the dataset.
         DatasetError: a label field that is not Detections, an image missing on disk without size metadata.
     """
-    if label_field not in ds.get_field_schema():
-        fields = [f for f, v in ds.get_field_schema().items() if "Detections" in type(v).__name__ or
+    schema = ds.get_field_schema()
+    if label_field not in schema:
+        fields = [f for f, v in schema.items() if "Detections" in type(v).__name__ or
                   "Detections" in str(getattr(v, "document_type", ""))]
         raise ConfigError(f"--field {label_field}: dataset '{ds.name}' has no such field; label fields: "
                           f"{', '.join(fields) or 'none'}")
@@ -116,14 +117,9 @@ def view_to_dataset(ds: Any, view: Any, label_field: str) -> tuple[Dataset, int,
         rec, d = sample_to_record(s, label_field, labels, name, size_hw)
         dropped += d
         records.append(rec)
-    seen = set()
-    for r in records:
-        if r.name in seen:
-            raise DatasetError(f"two samples are named '{r.name}'; export needs distinct image names", where=ds.name)
-        seen.add(r.name)
     new = [c for c in labels.names if c not in stored]
     out = Dataset(labels=labels, images=records)
-    out.check()
+    out.check()  # distinct image names among them
     return out, dropped, new
 
 

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DB_ENV = "EDGEVISION_FIFTYONE_DIR"
 """Environment variable naming FiftyOne's database folder for EdgeVision."""
 
+LOADING_MARK = ".loading-"
+"""Part of the temporary name a dataset is built under (`edgevision.inspect.load`) until it is complete."""
+
 INSTALL_HINT = "pip install 'edgevision[inspect]' (from a checkout: scripts/install.sh .venv inspect)"
 
 
@@ -132,6 +135,11 @@ def import_fiftyone(db_dir: Path | str | None = None, *, verbose: bool = False) 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"FiftyOne's database did not start{where}: {first}") from e
     return fo
+
+
+def user_datasets(fo: Any) -> list[str]:
+    """FiftyOne's dataset names, less those still being built (`LOADING_MARK`)."""
+    return [n for n in fo.list_datasets() if LOADING_MARK not in n]
 
 
 def check_dataset_name(name: str) -> str:

@@ -35,7 +35,7 @@ from edgevision.core.dataset import ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, DatasetError
 from edgevision.evaluate.matching import prepare_gt
 from edgevision.inspect._speed import linear_saves
-from edgevision.inspect.fo_env import check_dataset_name, database_dir, import_fiftyone
+from edgevision.inspect.fo_env import LOADING_MARK, check_dataset_name, database_dir, import_fiftyone
 from edgevision.inspect.samples import GT_FIELD, PRED_FIELD, record_to_sample
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def load_into_fiftyone(req: LoadRequest, progress: Callable[[str, int, int], Non
     if req.name in fo.list_datasets() and not req.overwrite:
         raise ConfigError(f"FiftyOne dataset '{req.name}' already exists in {database_dir(req.db_dir)}; pass "
                           "--overwrite to replace it (its tags and edits are lost) or choose another --name")
-    tmp_name = f"{req.name}.loading-{os.getpid()}"
+    tmp_name = f"{req.name}{LOADING_MARK}{os.getpid()}"
     if tmp_name in fo.list_datasets():
         fo.delete_dataset(tmp_name)
     ds = fo.Dataset(tmp_name)
@@ -187,16 +187,18 @@ def _fill(fo: Any, ds: Any, req: LoadRequest, progress: Callable[[str, int, int]
     ds.info = {"edgevision": {**req.source, "classes": list(req.labels.names), "difficult": req.difficult,
                               "loaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
     preds_by_name = {p.name: p for p in req.preds} if req.preds is not None else None
+    gt_counts: Counter[str] = Counter()
     n = len(req.gt)
     for start in range(0, n, _BATCH):
         batch = []
         for r in req.gt[start:start + _BATCH]:
-            ignore = prepare_gt(r, req.difficult).ignore.tolist()
+            g = prepare_gt(r, req.difficult)
+            gt_counts.update(req.labels.names[c] for c in g.class_ids[~g.ignore].tolist())
             pred = None
             if preds_by_name is not None:
                 pred = preds_by_name.get(r.name) or ImageRecord(name=r.name, size_hw=r.size_hw,
                                                                 scores=np.zeros(0, np.float32))
-            batch.append(record_to_sample(fo, r, req.labels, ignore, pred))
+            batch.append(record_to_sample(fo, r, req.labels, g.ignore.tolist(), pred))
         ds.add_samples(batch, progress=False)
         if progress:
             progress("adding samples", min(start + _BATCH, n), n)
@@ -204,10 +206,6 @@ def _fill(fo: Any, ds: Any, req: LoadRequest, progress: Callable[[str, int, int]
     splits = Counter(r.split or "(none)" for r in req.gt)
     result = LoadResult(name=req.name, db_dir=database_dir(req.db_dir), samples=n,
                         objects=sum(len(r) for r in req.gt), splits=dict(splits), classes=list(req.labels.names))
-    gt_counts: Counter[str] = Counter()
-    for r in req.gt:
-        g = prepare_gt(r, req.difficult)
-        gt_counts.update(req.labels.names[c] for c in g.class_ids[~g.ignore].tolist())
     result.rows = [ClassRow(name=c, gt=gt_counts.get(c, 0)) for c in req.labels.names]
     if req.preds is not None:
         with linear_saves():  # FiftyOne's per-sample saves are quadratic in objects otherwise
@@ -258,7 +256,10 @@ def _evaluate(fo: Any, ds: Any, req: LoadRequest, result: LoadResult,
     op_view.evaluate_detections(PRED_FIELD, gt_field=GT_FIELD, eval_key="eval_op", method="coco", classes=names,
                                 iou=req.iou, iscrowd="ev_ignore", progress=False)
     # Tags and counts from the eval_op attributes. FiftyOne marks a detection matching a crowd (here: an
-    # object EdgeVision ignores) "tp"; EdgeVision counts it neither way: it is tagged "ignored".
+    # object EdgeVision ignores) "tp"; EdgeVision counts it neither way: it is tagged "ignored". An image
+    # with any detection at its operating point (one eval_op evaluated) is rejected, as `image_decisions` says.
+    sample_names = ds.values("ev_name")
+    rejected: set[str] = set()
     tagged: dict[tuple[str, str], list[str]] = defaultdict(list)  # (field, tag) -> label ids
     counted: Counter[tuple[str, str]] = Counter()
     ignored_gt: set[str] = set()
@@ -272,10 +273,11 @@ def _evaluate(fo: Any, ds: Any, req: LoadRequest, result: LoadResult,
                 if e == "fn":  # true positives are counted on the detection side
                     counted[(lab, e)] += 1
     pred_cols = [ds.values(f"{PRED_FIELD}.detections.{k}") for k in ("id", "label", "eval_op", "eval_op_id")]
-    for ids, labs, evals, matched in zip(*pred_cols):
+    for sample_name, ids, labs, evals, matched in zip(sample_names, *pred_cols):
         for i, lab, e, m in zip(ids or [], labs or [], evals or [], matched or []):
             if e is None:  # below its class's operating point: not evaluated at it
                 continue
+            rejected.add(sample_name)
             tag = "ignored" if m in ignored_gt else e
             tagged[(PRED_FIELD, tag)].append(i)
             counted[(lab, tag)] += 1
@@ -287,14 +289,8 @@ def _evaluate(fo: Any, ds: Any, req: LoadRequest, result: LoadResult,
 
     dec = image_decisions(req.gt, req.preds, thr, labels=req.labels, iou=req.iou, difficult=req.difficult)
     result.decisions = {k: v for k, v in dec.items() if k not in ("escaped_images", "false_reject_images")}
-    rejected: set[str] = set()
-    for pr in req.preds:
-        if pr.scores is not None and len(pr):
-            limits = np.array([thr[names[c]] for c in pr.class_ids.tolist()])
-            if (pr.scores >= limits).any():
-                rejected.add(pr.name)
-    name_ids = dict(zip(ds.values("ev_name"), ds.values("id")))
-    ds.set_values("decision", ["reject" if nm in rejected else "accept" for nm in ds.values("ev_name")])
+    name_ids = dict(zip(sample_names, ds.values("id")))
+    ds.set_values("decision", ["reject" if nm in rejected else "accept" for nm in sample_names])
     for tag, members in (("escape", dec["escaped_images"]), ("false_reject", dec["false_reject_images"])):
         if members:
             ds.select([name_ids[m] for m in members]).tag_samples(tag)

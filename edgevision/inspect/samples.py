@@ -76,19 +76,6 @@ def shape_from_json(text: str) -> Shape:
     return RLE.from_coco({"counts": d["counts"], "size": d["size"]})
 
 
-def _shape_box(shape: Shape) -> Any:
-    if isinstance(shape, RLE):
-        from pycocotools import mask as mask_utils
-
-        counts = shape.counts if isinstance(shape.counts, str) else list(shape.counts)
-        seg = {"counts": counts, "size": list(shape.size_hw)}
-        if not isinstance(counts, str):
-            seg = mask_utils.frPyObjects(seg, *shape.size_hw)
-        x, y, w, h = mask_utils.toBbox(seg)
-        return np.array([x, y, x + w, y + h])
-    return shape.bbox_xyxy()
-
-
 def to_detections(fo: Any, rec: ImageRecord, labels: LabelMap, ignore: Sequence[bool] | None = None) -> Any:
     """``fo.Detections`` of a record (ground truth, or predictions when it has ``scores``)."""
     h, w = rec.size_hw
@@ -188,7 +175,7 @@ def sample_to_record(sample: Any, field: str, labels: LabelMap, name: str, size_
         shape = None
         if det.has_field("ev_shape") and det["ev_shape"]:
             shape = shape_from_json(det["ev_shape"])
-            if not np.allclose(_shape_box(shape), box, atol=1.0):
+            if not np.allclose(shape.bbox_xyxy(), box, atol=1.0):
                 shape, dropped = None, dropped + 1
         shapes.append(shape)
     has_scores = bool(scores) and not np.isnan(scores).any()

@@ -100,6 +100,15 @@ def test_tp_fp_fn_at_the_operating_point_equal_edgevisions_counts(fo: Any, loade
                                                         for a in (r.attributes or []))
 
 
+def _assert_decisions(ds: Any, thresholds: dict[str, float]) -> None:
+    """An image is rejected when any detection reaches its class's operating point (image_decisions' rule)."""
+    for s in ds.iter_samples():
+        passing = any(d.confidence >= thresholds[d.label] for d in s["predictions"].detections)
+        assert s["decision"] == ("reject" if passing else "accept"), s["ev_name"]
+        assert "escape" not in s.tags or s["decision"] == "accept"
+        assert "false_reject" not in s.tags or s["decision"] == "reject"
+
+
 def test_samples_carry_splits_decisions_and_saved_views(fo: Any, loaded: tuple[Any, LoadRequest]) -> None:
     res, req = loaded
     ds = fo.load_dataset("voc-preds")
@@ -110,6 +119,7 @@ def test_samples_carry_splits_decisions_and_saved_views(fo: Any, loaded: tuple[A
     assert counts.get("escape", 0) == res.decisions["escapes"]
     assert counts.get("false_reject", 0) == res.decisions["false_rejects"]
     assert ds.count_values("decision")["reject"] > 0
+    _assert_decisions(ds, res.thresholds)
     assert set(ds.list_saved_views()) == {"missed", "false_positives"}
     missed = ds.load_saved_view("missed")
     assert len(missed) > 0 and all(s["eval_op_fn"] > 0 for s in missed)
@@ -117,6 +127,35 @@ def test_samples_carry_splits_decisions_and_saved_views(fo: Any, loaded: tuple[A
     assert first.metadata.width == 96 and first["ev_name"]
     assert ds.default_classes == req.labels.names
     assert ds.info["edgevision"]["thresholds"] == res.thresholds
+
+
+def test_shapes_ride_along_and_an_edited_box_drops_its_stale_shape(fo: Any, tmp_path: Path) -> None:
+    """A polygon and RLE masks (compressed and as runs) come back from a FiftyOne sample unchanged; a box
+    edited in FiftyOne drops the shape that no longer fits it (and only that one)."""
+    import cv2
+
+    from edgevision.core.dataset import ImageRecord, LabelMap
+    from edgevision.core.geometry import RLE, Polygon
+    from edgevision.inspect.samples import GT_FIELD, record_to_sample, sample_to_record
+
+    img = tmp_path / "part.png"
+    cv2.imwrite(str(img), np.zeros((40, 60, 3), np.uint8))
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5:15, 30:50] = 1
+    poly = Polygon.from_flat([[2, 3, 20, 3, 20, 25, 2, 25]])
+    shapes = [poly, RLE.encode(mask), RLE.from_coco(RLE.encode(mask).to_coco(compressed=False))]
+    rec = ImageRecord(name="part.png", size_hw=(40, 60), path=img, boxes=np.array([s.bbox_xyxy() for s in shapes]),
+                      class_ids=np.array([0, 1, 1]), shapes=list(shapes))
+    np.testing.assert_array_equal(rec.boxes, [[2, 3, 20, 25], [30, 5, 50, 15], [30, 5, 50, 15]])
+    labels = LabelMap(["scratch", "pit"])
+    sample = record_to_sample(fo, rec, labels, [False, False, False])
+    back, dropped = sample_to_record(sample, GT_FIELD, labels, rec.name, rec.size_hw)
+    assert dropped == 0 and back.shapes == rec.shapes
+    np.testing.assert_array_equal(back.boxes, rec.boxes)
+    sample[GT_FIELD].detections[2].bounding_box = [0.1, 0.1, 0.2, 0.2]  # the box moved: the mask is stale
+    back, dropped = sample_to_record(sample, GT_FIELD, labels, rec.name, rec.size_hw)
+    assert dropped == 1 and back.shapes == [shapes[0], shapes[1], None]
+    np.testing.assert_array_equal(back.boxes[2], [6, 4, 18, 12])
 
 
 def test_export_a_tag_after_fixes_through_edgevisions_writers(fo: Any, loaded: tuple[Any, LoadRequest],
@@ -211,6 +250,8 @@ def test_cli_load_with_a_model_prints_both_maps_and_the_operating_points(fo: Any
     assert set(ds.distinct("tags")) == {"val"} | ({"escape"} if ds.match_tags("escape") else set()) | (
         {"false_reject"} if ds.match_tags("false_reject") else set())
     assert ds.count_label_tags().get("tp", 0) > 0
+    thresholds = ds.info["edgevision"]["thresholds"]
+    _assert_decisions(ds, thresholds)
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(fo: Any, voc: Path, voc_preds: Path, tmp_path: Path,
