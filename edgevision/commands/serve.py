@@ -44,6 +44,18 @@ def command(
                                          help="onnxruntime providers, comma-separated (default: the best installed)."),
     drain_timeout_s: float = typer.Option(30.0, "--drain-timeout-s", min=0.0, envvar=ENV["drain_timeout_s"],
                                           help="On SIGTERM, seconds to let in-flight requests finish."),
+    idle_timeout_s: float = typer.Option(10.0, "--idle-timeout-s", min=0.001, max=3600, envvar=ENV["idle_timeout_s"],
+                                         help="Close a connection that sends no request for this many seconds "
+                                              "(after connecting, and between keep-alive requests)."),
+    request_timeout_s: float = typer.Option(30.0, "--request-timeout-s", min=0.001, max=3600,
+                                            envvar=ENV["request_timeout_s"],
+                                            help="Most seconds from a request's first byte to the end of its body; "
+                                                 "slower requests get 408."),
+    max_connections: int | None = typer.Option(None, "--max-connections", min=1, envvar=ENV["max_connections"],
+                                               help="Connections open at once; more get 503 (default: from the file "
+                                                    "descriptor limit, at most 1024)."),
+    public_info: bool = typer.Option(False, "--public-info/--no-public-info", envvar=ENV["public_info"],
+                                     help="Serve /readyz (model name, sha256) and /openapi.json without the token."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", envvar=ENV["access_log"],
                                     help="Log one line per request."),
     log_level: str = typer.Option("info", "--log-level", envvar=ENV["log_level"],
@@ -66,8 +78,9 @@ def command(
                         stream=sys.stdout, force=True)
     config = ServeConfig(model=model, host=host, port=port, token_file=token_file, max_body_mb=max_body_mb,
                          max_pixels_mp=max_pixels_mp, concurrency=concurrency, max_queue=max_queue, threads=threads,
-                         providers=providers, drain_timeout_s=drain_timeout_s, access_log=access_log,
-                         log_level=log_level.lower())
+                         providers=providers, drain_timeout_s=drain_timeout_s, idle_timeout_s=idle_timeout_s,
+                         request_timeout_s=request_timeout_s, max_connections=max_connections,
+                         public_info=public_info, access_log=access_log, log_level=log_level.lower())
     report = run_server(config, announce=lambda line: out.print(line, highlight=False, soft_wrap=True))
     out.print(f"stopped{' on ' + report.signal if report.signal else ''}: {report.served} image(s) served"
               + (f", {report.cut} cut by the drain timeout" if report.cut else ""), highlight=False)

@@ -14,23 +14,28 @@ Endpoints (JSON unless said otherwise; every error is ``{"error": {"code", "mess
   loaded and warmed up, 503 while starting or draining (readiness).
 * ``GET /metrics``: Prometheus text (see `edgevision.serve.metrics.Metrics`).
 
-With a token configured, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer TOKEN`` (401
-otherwise); the probes stay open. Bodies above ``max_body_mb`` get 413 (from ``Content-Length`` before
-anything is read, or as soon as a chunked body passes the limit); undecodable or oversized images,
-bad parameters and bad multipart bodies get 400; other content types 415; a full queue 503 with
-``Retry-After``. Inference runs in worker threads (``concurrency`` at a time) on one shared onnxruntime
-session, so the event loop keeps answering probes and metrics while images are inferred.
+With a token configured, every path except ``/healthz`` needs ``Authorization: Bearer TOKEN``: 401
+before anything else is looked at (parameters, body, even unknown paths); ``/readyz`` and
+``/openapi.json`` are open only with ``public_info``. Bodies above ``max_body_mb`` get 413 (from
+``Content-Length`` before anything is read, or as soon as a chunked body passes the limit); undecodable
+or oversized images (sized from the header before decoding, every format), bad or unknown parameters
+and multipart bodies with other than one file get 400; other content types 415; a full queue, or more
+request bodies in memory than ``(concurrency + max_queue) x max_body_mb``, 503 with ``Retry-After``.
+Every client-controlled string written to the log (path, name, file name, client address) is escaped.
+Inference runs in worker threads (``concurrency`` at a time) on one shared onnxruntime session, so the
+event loop keeps answering probes and metrics while images are inferred. Idle and slow connections,
+the connection cap and JSON for malformed HTTP are the protocol's (`edgevision.serve.protocol`).
 """
 
 from __future__ import annotations
 
+import difflib
 import hmac
-import io
 import logging
 import re
 import time
+import traceback
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,18 +46,17 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgevision import __version__
 from edgevision.core.errors import EdgeVisionError
 from edgevision.core.io import sha256_file
 from edgevision.runtime.detector import Detections, Detector
-from edgevision.runtime.images import ImageReadError, decode_image
+from edgevision.runtime.images import ImageReadError, ImageTooLargeError, decode_image
 from edgevision.serve.config import ServeConfig
 from edgevision.serve.metrics import CONTENT_TYPE, Metrics
 
-__all__ = ["DETECT_SCHEMA", "ApiError", "ServiceState", "create_app"]
+__all__ = ["DETECT_SCHEMA", "ApiError", "ServiceState", "create_app", "log_escape"]
 
 log = logging.getLogger("edgevision.serve")
 access_log = logging.getLogger("edgevision.serve.access")
@@ -60,6 +64,12 @@ access_log = logging.getLogger("edgevision.serve.access")
 DETECT_SCHEMA = "edgevision.detect/1"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _RAW_TYPES = ("image/", "application/octet-stream")
+_DETECT_PARAMS = ("conf", "iou", "max_det", "classes", "name")
+_CLASS_ID = re.compile(r"[0-9]{1,9}")  # ASCII digits only: '²'.isdigit() is True and int('²') fails
+OPEN_PATHS = ("/healthz",)
+"""Paths served without the token (liveness reveals nothing)."""
+INFO_PATHS = ("/readyz", "/openapi.json")
+"""Paths that reveal the model (name, sha256) or the API schema: open only with ``public_info``."""
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
@@ -97,6 +107,10 @@ class ServiceState:
         self.draining = False
         self.inflight = 0
         self.served = 0
+        # Request bodies are held in memory until decoded: all of them together stay below this many bytes,
+        # however many slow clients upload at once (each is also cut by the request timeout).
+        self.body_budget = max(config.concurrency + config.max_queue, 4) * config.max_body_bytes
+        self.buffered = 0
 
     # ---------------------------------------------------------------- lifecycle
     def set_ready(self, ready: bool) -> None:
@@ -112,66 +126,75 @@ class ServiceState:
                      self.config.drain_timeout_s)
 
     # ---------------------------------------------------------------- auth
-    def check_auth(self, request: Request) -> None:
+    def needs_token(self, path: str) -> bool:
+        """Whether ``path`` is refused without the token (every path, unknown ones included, but the open ones)."""
+        if self._token is None or path in OPEN_PATHS:
+            return False
+        return not (self.config.public_info and path in INFO_PATHS)
+
+    def auth_error(self, authorization: str) -> ApiError | None:
+        """The 401 for this ``Authorization`` header value, or None when it carries the token."""
         if self._token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
+            return None
+        scheme, _, given = authorization.partition(" ")
         challenge = 'Bearer realm="edgevision"'
         if scheme.lower() != "bearer" or not given.strip():
-            raise ApiError(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer TOKEN' "
-                           "(the token is in the server's --token-file)", {"WWW-Authenticate": challenge})
-        if not hmac.compare_digest(given.strip().encode(), self._token):
-            raise ApiError(401, "unauthorized", "wrong bearer token; use the token in the server's --token-file",
-                           {"WWW-Authenticate": challenge + ', error="invalid_token"'})
+            return ApiError(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer TOKEN' "
+                            "(the token is in the server's --token-file)", {"WWW-Authenticate": challenge})
+        if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._token):
+            return ApiError(401, "unauthorized", "wrong bearer token; use the token in the server's --token-file",
+                            {"WWW-Authenticate": challenge + ', error="invalid_token"'})
+        return None
+
+    def check_auth(self, request: Request) -> None:
+        """Raise the 401 `ApiError` unless ``request`` carries the token (the `_Auth` middleware does this first)."""
+        error = self.auth_error(request.headers.get("authorization", ""))
+        if error is not None:
+            raise error
 
     # ---------------------------------------------------------------- inference
     def parse_classes(self, classes: str | None) -> list[int | str] | None:
-        if classes is None or not classes.strip():
+        """The ``classes`` filter: None when absent; names or ids otherwise. Empty, unknown or malformed: 400
+        (an empty list would silently turn every ``reject`` into an ``accept``)."""
+        if classes is None:
             return None
-        out: list[int | str] = []
         names = self.detector.names
-        for part in (p.strip() for p in classes.split(",")):
+        listing = f"the model's classes: {', '.join(f'{i}={n}' for i, n in enumerate(names))}"
+        parts = [p.strip() for p in classes.split(",")]
+        if not any(parts):
+            raise ApiError(400, "bad_parameter", f"classes: empty list; give class names or ids separated by commas "
+                           f"({listing}), or leave the parameter out for every class")
+        out: list[int | str] = []
+        for k, part in enumerate(parts, 1):
             if not part:
-                continue
-            if part.isdigit():
-                if int(part) >= len(names):
-                    raise ApiError(400, "bad_parameter", f"classes: id {part} is out of range; the model has "
-                                   f"{len(names)} classes (0..{len(names) - 1}: {', '.join(names)})")
-                out.append(int(part))
-            elif part in names:
+                raise ApiError(400, "bad_parameter", f"classes: item {k} of {len(parts)} is empty; give class names "
+                               f"or ids separated by single commas ({listing})")
+            if part in names:
                 out.append(part)
+            elif part.isascii() and part.isdigit():
+                if not _CLASS_ID.fullmatch(part) or int(part) >= len(names):
+                    raise ApiError(400, "bad_parameter", f"classes: id {_clip(part, 12)} is out of range; the model "
+                                   f"has {len(names)} classes (0..{len(names) - 1}; {listing})")
+                out.append(int(part))
             else:
-                import difflib
-
                 close = difflib.get_close_matches(part, names, 1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ApiError(400, "bad_parameter", f"classes: unknown class '{part}'{hint}; the model's classes: "
-                               f"{', '.join(names)}")
+                raise ApiError(400, "bad_parameter", f"classes: unknown class {_clip(part, 40)!r}{hint}; {listing}")
         return out
-
-    def check_pixels(self, data: bytes) -> None:
-        """Refuse an image whose header declares more pixels than allowed, before decoding it."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(io.BytesIO(data)) as im:
-                    w, h = im.size
-        except Image.DecompressionBombError:
-            w = h = 1 << 20
-        except Exception:  # not a format Pillow knows: OpenCV decides (it caps at 2^30 pixels itself)
-            return
-        if w * h > self.config.max_pixels:
-            raise ApiError(400, "image_too_large", f"image is {w}x{h} = {w * h / 1e6:.1f} MP, above this server's "
-                           f"limit of {self.config.max_pixels_mp:g} MP; send a smaller image or raise --max-pixels-mp")
 
     def infer(self, data: bytes, conf: float | None, iou: float | None, max_det: int | None,
               classes: list[int | str] | None) -> tuple[Detections, str, dict[str, float]]:
         """Decode and detect one image (runs in a worker thread). Returns detections, decision, timings (ms)."""
         t0 = time.perf_counter()
-        self.check_pixels(data)
-        try:
-            image = decode_image(data)
+        try:  # sized from the header first, for every format: a decompression bomb is never decoded
+            image = decode_image(data, max_pixels=self.config.max_pixels)
+        except ImageTooLargeError as e:
+            h, w = e.header.size_hw
+            raise ApiError(400, "image_too_large", f"{e.header.format} image is {w}x{h} = {h * w / 1e6:.1f} MP"
+                           + (f" (tiles / frames of {e.header.buffer_pixels / 1e6:.1f} MP)"
+                              if e.header.buffer_pixels > h * w else "")
+                           + f", above this server's limit of {self.config.max_pixels_mp:g} MP; send a smaller "
+                           "image or raise --max-pixels-mp") from None
         except ImageReadError as e:
             raise ApiError(400, "bad_image", f"{e}") from None
         t1 = time.perf_counter()
@@ -212,12 +235,36 @@ def _request_id(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (a client's value quoted in an error message stays short)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def log_escape(text: str, limit: int = 256) -> str:
+    """``text`` safe for one log line: backslash, double quote and every non-printable character (newlines,
+    other control and format characters, line separators) escaped, cut to ``limit`` characters."""
+    out = []
+    for c in text[:limit]:
+        if c in '\\"':
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        elif c in "\n\r\t":
+            out.append(repr(c)[1:-1])
+        else:
+            code = ord(c)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out) + ("..." if len(text) > limit else "")
+
+
+async def _read_body(request: Request, state: ServiceState) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``max_body_mb``, with 503 when the bodies held by
+    all requests would pass their budget, and with 408 when the connection's receive deadline cuts it."""
+    limit = state.config.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"request body is {int(declared)} bytes, above this server's limit of "
-                       f"{limit} bytes; send a smaller image or raise --max-body-mb")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"request body is {_clip(declared, 20)} bytes, above this server's limit "
+                       f"of {limit} bytes; send a smaller image or raise --max-body-mb")
     from starlette.requests import ClientDisconnect
 
     chunks, n = [], 0
@@ -227,20 +274,33 @@ async def _read_body(request: Request, limit: int) -> bytes:
             if n > limit:
                 raise ApiError(413, "too_large", f"request body passed this server's limit of {limit} bytes; "
                                "send a smaller image or raise --max-body-mb")
+            if state.buffered + len(chunk) > state.body_budget:
+                raise ApiError(503, "overloaded", "too many image uploads in progress at once; retry shortly",
+                               {"Retry-After": "1"})
+            state.buffered += len(chunk)
             chunks.append(chunk)
-    except ClientDisconnect:  # the client went away mid-upload: nothing to answer, not a server error
+    except ClientDisconnect:  # the client went away mid-upload, or was too slow: nothing to answer it with
+        if request.scope.get("state", {}).get("receive_timeout"):
+            raise ApiError(408, "request_timeout", f"the request was not received within "
+                           f"{state.config.request_timeout_s:g} s ({n} bytes of the body arrived)") from None
         raise ApiError(400, "client_disconnected", f"the client closed the connection after {n} bytes of the "
                        "body") from None
+    finally:
+        state.buffered -= sum(len(c) for c in chunks)
     return b"".join(chunks)
 
 
 def _printable(text: str) -> str:
-    """``text`` without control characters (a name from a client goes into the log: no forged lines)."""
+    """``text`` without control characters (a name from a client, echoed in the answer)."""
     return "".join(c if c.isprintable() else "?" for c in text)[:256]
 
 
 async def _image_from_multipart(request: Request, body: bytes) -> tuple[bytes, str | None]:
-    """The bytes and file name of the multipart field ``image`` (or of the only file sent)."""
+    """The bytes and file name of the one file of a multipart body (the field ``image``, or any single file).
+
+    Several files (two ``image`` parts included) and an ``image`` field that is text, not a file, are 400: the
+    service never picks one of several images for the client.
+    """
     from starlette.datastructures import UploadFile
 
     sent = False
@@ -256,21 +316,22 @@ async def _image_from_multipart(request: Request, body: bytes) -> tuple[bytes, s
         form = await Request(request.scope, replay).form(max_files=4, max_fields=32)
     except Exception as e:  # starlette raises HTTPException / MultiPartException for malformed bodies
         detail = getattr(e, "detail", None) or getattr(e, "message", None) or e.__class__.__name__
-        raise ApiError(400, "bad_multipart", f"multipart body could not be parsed ({detail}); send the image "
-                       "as the form field 'image'") from None
+        raise ApiError(400, "bad_multipart", f"multipart body could not be parsed ({_clip(str(detail), 120)}); "
+                       "send the image as the form field 'image'") from None
     try:
         files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
-        field = form.get("image")
-        if isinstance(field, UploadFile):
-            upload = field
-        elif len(files) == 1:
-            upload = files[0][1]
-        elif not files:
+        texts = [k for k, v in form.multi_items() if not isinstance(v, UploadFile)]
+        if "image" in texts:
+            raise ApiError(400, "bad_multipart", "the form field 'image' is text, not a file; send the image file "
+                           "(curl -F image=@part.png, with the @)")
+        if not files:
             raise ApiError(400, "bad_multipart", "multipart body has no file; send the image as the form field "
                            "'image' (curl -F image=@part.png)")
-        else:
-            raise ApiError(400, "bad_multipart", f"multipart body has {len(files)} files and none named 'image'; "
-                           "send one image per request as the form field 'image'")
+        if len(files) > 1:
+            fields = ", ".join(repr(_clip(k, 40)) for k, _ in files)
+            raise ApiError(400, "bad_multipart", f"multipart body has {len(files)} files ({fields}); send one image "
+                           "per request as the form field 'image'")
+        upload = files[0][1]
         return await upload.read(), upload.filename
     finally:
         await form.close()
@@ -315,8 +376,37 @@ class _Observe:
                 client = scope.get("client")
                 extra = f" {info['summary']}" if "summary" in info else ""
                 extra += f" ({info['reason']})" if status >= 400 and "reason" in info else ""
-                access_log.info('%s "%s %s" %d %.1f ms%s id=%s', client[0] if client else "-", scope.get("method"),
-                                path, status, dt * 1e3, extra, rid)
+                # the path is percent-decoded by the server: '%0A' is a newline here, hence the escaping
+                access_log.info('%s "%s %s" %d %.1f ms%s id=%s', log_escape(str(client[0]), 64) if client else "-",
+                                log_escape(str(scope.get("method")), 16), log_escape(path), status, dt * 1e3, extra,
+                                rid)
+
+
+class _Auth:
+    """ASGI middleware: the bearer token is checked before anything else (parameters, body, routing), so a
+    client without it learns nothing about the API but the 401."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] == "http" and self.state.needs_token(scope.get("path", "")):
+            given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"), "")
+            error = self.state.auth_error(given)
+            if error is not None:
+                info = scope.setdefault("state", {})
+                info["reason"] = error.code
+                response = _error(error.status, error.code, error.message, info.get("request_id"), error.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _summary_name(name: str) -> str:
+    """The image name in the access line: escaped, and quoted when it has spaces (no field can be forged)."""
+    escaped = log_escape(name, 128)
+    return f'"{escaped}"' if not escaped or " " in escaped else escaped
 
 
 def create_app(detector: Detector, config: ServeConfig, token: str | None = None) -> FastAPI:
@@ -327,7 +417,6 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
         config: limits and knobs (`ServeConfig`); ``model``, ``host`` and ``port`` are not used here.
         token: the bearer token, or None for no authentication.
     """
-    Image.init()  # load Pillow's format plugins now, not on the first request
     state = ServiceState(detector, config, token)
 
     @asynccontextmanager
@@ -346,7 +435,8 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
     app = FastAPI(title="EdgeVision detection service", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.service = state
-    app.add_middleware(_Observe, state=state)
+    app.add_middleware(_Auth, state=state)
+    app.add_middleware(_Observe, state=state)  # added last: outermost, so it also sees the 401s
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError) -> JSONResponse:
@@ -359,19 +449,22 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "query")
         return _error(400, "bad_parameter", f"{where}: {first.get('msg', 'invalid value')} (got "
-                      f"{first.get('input')!r})", _request_id(request))
+                      f"{_clip(repr(first.get('input')), 60)})", _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, f"http_{e.status_code}")
         request.state.reason = code
-        message = (f"no endpoint {request.url.path}; the endpoints are POST /v1/detect, GET /v1/model, /healthz, "
-                   "/readyz, /metrics" if e.status_code == 404 else str(e.detail))
+        message = (f"no endpoint {_clip(request.url.path, 80)}; the endpoints are POST /v1/detect, GET /v1/model, "
+                   "/healthz, /readyz, /metrics" if e.status_code == 404 else str(e.detail))
         return _error(e.status_code, code, message, _request_id(request), dict(e.headers or {}))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, e: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s (request %s)", request.method, request.url.path, _request_id(request))
+        # One record, one traceback: the code locations, then the exception's text escaped (it may quote the client).
+        stack = "".join(traceback.format_tb(e.__traceback__)).rstrip()
+        log.error("internal error on %s %s (request %s): %s: %s\n%s", log_escape(request.method, 16),
+                  log_escape(request.url.path), _request_id(request), type(e).__name__, log_escape(str(e), 500), stack)
         return _error(500, "internal", "internal error; the server log has the details under this request id",
                       _request_id(request))
 
@@ -401,10 +494,12 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
         conf: float | None = Query(None, ge=0.0, le=1.0, description="One threshold for every class."),
         iou: float | None = Query(None, ge=0.0, le=1.0, description="NMS IoU threshold."),
         max_det: int | None = Query(None, ge=1, le=10000, description="Most detections returned."),
-        classes: str | None = Query(None, description="Class names or ids to keep, comma-separated."),
+        classes: str | None = Query(None, max_length=4096,
+                                    description="Class names or ids to keep, comma-separated (not empty)."),
         name: str | None = Query(None, max_length=256, description="The image's name in the answer and the log."),
     ) -> JSONResponse:
         state.check_auth(request)
+        _check_query(request)
         if not state.ready:
             raise ApiError(503, "not_ready", "the service is starting; retry when /readyz answers 200",
                            {"Retry-After": "1"})
@@ -415,10 +510,10 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
             wanted = state.parse_classes(classes)
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype and ctype != "multipart/form-data" and not ctype.startswith(_RAW_TYPES):
-                raise ApiError(415, "unsupported_media_type", f"Content-Type {ctype} is not an image; send the "
-                               "image bytes as the body (image/png, image/jpeg, application/octet-stream) or as "
+                raise ApiError(415, "unsupported_media_type", f"Content-Type {_clip(ctype, 60)} is not an image; send "
+                               "the image bytes as the body (image/png, image/jpeg, application/octet-stream) or as "
                                "the multipart form field 'image'")
-            body = await _read_body(request, config.max_body_bytes)
+            body = await _read_body(request, state)
             filename = None
             if ctype == "multipart/form-data":
                 body, filename = await _image_from_multipart(request, body)
@@ -441,7 +536,7 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
         state.served += 1
         state.metrics.count_result(decision, det.class_names)
         shown = _printable(name or filename or "image")
-        request.state.summary = f"{shown} {decision} {len(det)} det"
+        request.state.summary = f"{_summary_name(name or filename or 'image')} {decision} {len(det)} det"
         doc = {
             "schema": DETECT_SCHEMA,
             "request_id": _request_id(request),
@@ -457,3 +552,17 @@ def create_app(detector: Detector, config: ServeConfig, token: str | None = None
         return JSONResponse(doc)
 
     return app
+
+
+def _check_query(request: Request) -> None:
+    """Unknown or repeated query parameters are 400 (a typo such as ``cof=0.1`` must not be ignored silently)."""
+    seen: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key not in _DETECT_PARAMS:
+            close = difflib.get_close_matches(key, _DETECT_PARAMS, 1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ApiError(400, "bad_parameter", f"unknown query parameter {_clip(key, 40)!r}{hint}; the parameters "
+                           f"are {', '.join(_DETECT_PARAMS)}")
+        if key in seen:
+            raise ApiError(400, "bad_parameter", f"{key}: given more than once; give each parameter once")
+        seen.add(key)

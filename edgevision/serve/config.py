@@ -29,6 +29,10 @@ ENV: dict[str, str] = {
     "threads": "EDGEVISION_THREADS",
     "providers": "EDGEVISION_PROVIDERS",
     "drain_timeout_s": "EDGEVISION_DRAIN_TIMEOUT_S",
+    "idle_timeout_s": "EDGEVISION_IDLE_TIMEOUT_S",
+    "request_timeout_s": "EDGEVISION_REQUEST_TIMEOUT_S",
+    "max_connections": "EDGEVISION_MAX_CONNECTIONS",
+    "public_info": "EDGEVISION_PUBLIC_INFO",
     "access_log": "EDGEVISION_ACCESS_LOG",
     "log_level": "EDGEVISION_LOG_LEVEL",
 }
@@ -43,14 +47,23 @@ class ServeConfig(BaseModel):
         host / port: where to listen (port 0: any free port, printed at start).
         token_file: a file holding the bearer token clients must send; None: no authentication.
         max_body_mb: request bodies above this many MiB are refused with 413 before decoding.
-        max_pixels_mp: decoded images above this many megapixels are refused with 400 (the header is read
-            first, so a small file that would decode to gigabytes is refused without decoding it).
+        max_pixels_mp: images above this many megapixels are refused with 400. The size is read from the header
+            before anything is decoded, for every format the decoder accepts (formats whose size cannot be read
+            safely are refused), so a small file that would decode to gigabytes is never decoded.
         concurrency: images inferred at the same time (one onnxruntime session shared by that many threads).
         max_queue: requests waiting for a free slot beyond the running ones; more get 503 + Retry-After.
         threads: onnxruntime intra-op threads per inference (None: all cores). With concurrency C on an
             N-core box, C * threads <= N avoids oversubscription.
         providers: onnxruntime execution providers, comma-separated (None: the best installed).
         drain_timeout_s: on SIGTERM / SIGINT, seconds to let in-flight requests finish before they are cut.
+        idle_timeout_s: a connection that sends no byte of a request for this long is closed: right after it
+            connects, and between the requests of a keep-alive connection.
+        request_timeout_s: the most seconds from a request's first byte to the last byte of its body (headers and
+            body together); a slower request gets 408 and its connection is closed.
+        max_connections: connections open at once; more are answered 503 and closed at once. None: from the
+            process's file descriptor limit (RLIMIT_NOFILE, less a reserve), at most 1024.
+        public_info: serve ``/readyz`` (model file name, sha256) and ``/openapi.json`` without the token. With a
+            token and False (the default) they need it too; ``/healthz`` is always open.
         access_log: one log line per request (method, path, status, latency, decision).
         log_level: debug, info, warning or error.
     """
@@ -68,6 +81,10 @@ class ServeConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     providers: str | None = None
     drain_timeout_s: float = Field(30.0, ge=0)
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_connections: int | None = Field(None, ge=1)
+    public_info: bool = False
     access_log: bool = True
     log_level: str = "info"
 

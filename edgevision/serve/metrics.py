@@ -32,6 +32,8 @@ class Metrics:
     ``edgevision_queue_wait_seconds`` (time waiting for a free inference slot),
     ``edgevision_inflight_requests``, ``edgevision_ready``,
     ``edgevision_decisions_total{decision}``, ``edgevision_detections_total{class}``,
+    ``edgevision_open_connections``, ``edgevision_connections_closed_total{reason}`` (closed by the server:
+    ``idle_timeout``, ``request_timeout``, ``too_many_connections``),
     ``edgevision_model_info{...}`` and the process / platform / GC collectors of prometheus_client.
     Unknown paths count under ``endpoint="other"`` so a scanner cannot blow up the label set.
     """
@@ -60,10 +62,16 @@ class Metrics:
         self.decisions = Counter("edgevision_decisions", "Image-level decisions at the model's operating points.",
                                  ["decision"], registry=r)
         self.detections = Counter("edgevision_detections", "Detections returned, by class.", ["class"], registry=r)
+        self.connections = Gauge("edgevision_open_connections", "TCP connections open now.", registry=r)
+        self.connections_closed = Counter("edgevision_connections_closed", "Connections the server closed: idle, "
+                                          "too slow to send a request, or over the connection limit.", ["reason"],
+                                          registry=r)
         info = Info("edgevision_model", "The model being served.", registry=r)
         info.info(model_info)
         for d in ("accept", "reject"):  # export zeros so rates work from the first scrape
             self.decisions.labels(d)
+        for reason in ("idle_timeout", "request_timeout", "too_many_connections"):
+            self.connections_closed.labels(reason)
 
     @staticmethod
     def endpoint(path: str) -> str:

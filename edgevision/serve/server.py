@@ -6,6 +6,10 @@ line that names the item and the fix. On SIGTERM or SIGINT the service stops adv
 closes the listening socket (new connections are refused), lets the requests in flight finish (up to
 ``drain_timeout_s``), then returns: the process exits 0, which systemd and container runtimes read
 as a clean stop.
+
+Connections are guarded (`edgevision.serve.protocol`): closed when idle for ``idle_timeout_s`` (from the
+moment they connect), cut with 408 when a request takes longer than ``request_timeout_s`` to arrive,
+and refused with 503 beyond ``max_connections``, which by default follows the file descriptor limit.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from edgevision.serve.config import ServeConfig, read_token
 if TYPE_CHECKING:
     from edgevision.runtime.detector import Detector
 
-__all__ = ["StopReport", "bind_socket", "load_detector", "run_server"]
+__all__ = ["StopReport", "bind_socket", "connection_limit", "load_detector", "run_server"]
+
+AUTO_MAX_CONNECTIONS = 1024
+"""``max_connections`` when not set: this many, or fewer when the descriptor limit is lower."""
+ACCEPT_BACKLOG = 64
+"""The most connections asyncio accepts in one event-loop turn (uvicorn's ``backlog``). A refused connection holds
+its descriptor for a few turns (accept, transport, connection_made, close), so a flood holds a few times this many
+descriptors beyond the open connections; uvicorn's default, 2048, would let it take thousands."""
+LISTEN_QUEUE = 1024
+"""The kernel's queue of connections not yet accepted (they hold no descriptor of this process)."""
 
 log = logging.getLogger("edgevision.serve")
 
@@ -81,6 +94,44 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _fd_reserve(soft: int) -> int:
+    """Descriptors kept beside the open connections: the process's own (model, logs, spooled uploads, the
+    listening socket) and the connections being accepted and refused during a flood."""
+    return min(max(64 + 4 * ACCEPT_BACKLOG, soft // 8), soft // 2)
+
+
+def connection_limit(requested: int | None) -> tuple[int, str]:
+    """How many connections may be open at once, and a note for the log.
+
+    ``requested`` None: `AUTO_MAX_CONNECTIONS`, or fewer so that the open connections and the reserve stay below
+    the soft RLIMIT_NOFILE. A requested number that needs more descriptors than the soft limit raises it up to
+    the hard limit (allowed without privileges).
+
+    Raises:
+        ConfigError: ``requested`` needs more descriptors than the hard limit allows.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no descriptor limit of this kind
+        return requested or AUTO_MAX_CONNECTIONS, "no RLIMIT_NOFILE on this platform"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited:
+        return requested or AUTO_MAX_CONNECTIONS, "RLIMIT_NOFILE unlimited"
+    if requested is None:
+        limit = max(1, min(AUTO_MAX_CONNECTIONS, soft - _fd_reserve(soft)))
+        return limit, f"from RLIMIT_NOFILE {soft}"
+    need = requested + max(64 + 4 * ACCEPT_BACKLOG, requested // 7)
+    if need > soft:
+        if hard != unlimited and need > hard:
+            raise ConfigError(f"--max-connections {requested}: needs about {need} file descriptors, but this process "
+                              f"may open at most {hard} (RLIMIT_NOFILE); lower it, or raise the limit (LimitNOFILE= "
+                              f"in the systemd unit, `ulimit -n`, docker --ulimit nofile=...)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        return requested, f"RLIMIT_NOFILE raised from {soft} to {need}"
+    return requested, f"RLIMIT_NOFILE {soft}"
+
+
 def load_detector(config: ServeConfig) -> Detector:
     """Open the model and run it once on a blank image (warm-up; a model that cannot run fails here)."""
     import numpy as np
@@ -97,6 +148,28 @@ def load_detector(config: ServeConfig) -> Detector:
     return det
 
 
+class _AnsweredOnce:
+    """The ASGI app uvicorn runs: an exception the app has already answered (its handler logged it once, with the
+    request id, and sent the JSON 500) is not re-raised to uvicorn, which would log the same traceback again."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if scope["type"] != "http" or not started:
+                raise
+
+
 def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> StopReport:
     """Serve ``config.model`` until SIGTERM / SIGINT; return after the drain.
 
@@ -110,6 +183,7 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
     import uvicorn
 
     from edgevision.serve.app import create_app
+    from edgevision.serve.protocol import ConnectionLimits, guarded_protocol
 
     token = None
     if config.token_file is not None:
@@ -119,26 +193,37 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
     elif config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without --token-file: anyone who reaches this port can use the model; "
                     "set a token (see deploy/README.md)", config.host)
-    import os
+    from edgevision.core.cpu import usable_cores
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if config.concurrency > 1 and (config.threads or cores) * config.concurrency > cores:
         log.warning("%d inference slots x %s thread(s) each on %d cores: they compete; for throughput set "
                     "--threads %d", config.concurrency, config.threads or f"all {cores}", cores,
                     max(1, cores // config.concurrency))
+    max_connections, fd_note = connection_limit(config.max_connections)
     detector = load_detector(config)
     app = create_app(detector, config, token)
     state = app.state.service
     sock = bind_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
 
-    uv = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http="h11", loop="asyncio",
-                        ws="none", server_header=False, timeout_keep_alive=5,
-                        timeout_graceful_shutdown=config.drain_timeout_s)  # type: ignore[arg-type]  # a float works
+    limits = ConnectionLimits(config.idle_timeout_s, config.request_timeout_s, max_connections, state.metrics)
+    log.info("connections: at most %d open (%s); idle ones closed after %g s; a request must arrive within %g s",
+             max_connections, fd_note, config.idle_timeout_s, config.request_timeout_s)
+    uv = uvicorn.Config(_AnsweredOnce(app), log_config=None, access_log=False, lifespan="on",
+                        http=guarded_protocol(limits), loop="asyncio", ws="none", server_header=False,
+                        backlog=ACCEPT_BACKLOG,
+                        timeout_keep_alive=config.idle_timeout_s,  # type: ignore[arg-type]  # a float works
+                        timeout_graceful_shutdown=config.drain_timeout_s)  # type: ignore[arg-type]
 
     received: list[str] = []
 
     class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            for s in sockets or []:  # asyncio set the listen queue to its accept batch (ACCEPT_BACKLOG): widen it
+                s.listen(LISTEN_QUEUE)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             name = signal.Signals(sig).name
             received.append(name)

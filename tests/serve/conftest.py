@@ -58,11 +58,12 @@ class Server:
     """``python -m edgevision serve MODEL --port 0 ARGS`` with outbound network blocked (and logged).
 
     ``python``, ``cwd``: the interpreter and folder (default this one and the checkout; tests/deploy runs an
-    installed runtime from outside the checkout).
+    installed runtime from outside the checkout). ``nofile``: the child's soft RLIMIT_NOFILE (file descriptors).
     """
 
     def __init__(self, model: Path, *args: str, tmp: Path, env: dict[str, str] | None = None,
-                 use_model_arg: bool = True, python: str = sys.executable, cwd: Path | None = None) -> None:
+                 use_model_arg: bool = True, python: str = sys.executable, cwd: Path | None = None,
+                 nofile: int | None = None) -> None:
         block = tmp / f"netblock-{uuid.uuid4().hex[:6]}"
         block.mkdir(parents=True)
         (block / "sitecustomize.py").write_text(_BLOCKER)
@@ -74,8 +75,14 @@ class Server:
         cmd = [python, "-m", "edgevision", "serve", *([str(model)] if use_model_arg else []), *args]
         if "--port" not in args and "EDGEVISION_PORT" not in (env or {}):
             cmd += ["--port", "0"]
+        def limit_files() -> None:
+            import resource
+
+            assert nofile is not None
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
-                                     cwd=cwd)
+                                     cwd=cwd, preexec_fn=limit_files if nofile is not None else None)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self._stopped: tuple[int, str] | None = None
         self.output: list[str] = []
@@ -111,7 +118,7 @@ class Server:
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
+                if c.getresponse().status in (200, 401):  # 401: answered, but /readyz needs the token
                     return
             except OSError:
                 pass
@@ -121,6 +128,15 @@ class Server:
     @property
     def text(self) -> str:
         return "".join(self.output)
+
+    def memory_mb(self) -> tuple[float, float]:
+        """The server process's resident memory now and its peak so far (VmRSS, VmHWM), in MiB (Linux)."""
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def open_fds(self) -> int:
+        """File descriptors the server process holds now (Linux)."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def request(self, method: str, path: str, body: bytes | Iterable[bytes] | None = None,
                 headers: dict[str, str] | None = None, chunked: bool = False) -> Reply:

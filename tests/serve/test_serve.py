@@ -123,7 +123,8 @@ def test_bearer_token(start_server, bbox_files, tmp_path) -> None:
     assert s.request("GET", "/metrics").status == 401
     assert s.request("GET", "/v1/model").status == 401
     assert s.request("GET", "/metrics", headers={"Authorization": "Bearer 3f9a0c1e5b7d2f4a6c8e0b1d3f5a7c9e"}).status == 200
-    assert s.request("GET", "/healthz").status == 200 and s.request("GET", "/readyz").status == 200  # probes stay open
+    assert s.request("GET", "/healthz").status == 200  # liveness stays open
+    assert s.request("GET", "/readyz").status == 401  # readiness names the model: protected (see --public-info)
     rc, out = s.stop()
     assert rc == 0 and "3f9a0c1e5b7d2f4a6c8e0b1d3f5a7c9e" not in out  # the token never reaches the log
 
