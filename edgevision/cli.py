@@ -57,20 +57,17 @@ def _root(
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs from ``--option``; values are parsed as YAML (numbers, lists, maps)."""
-    import yaml
-
-    from edgevision.core.errors import ConfigError
+    """``key=value`` pairs from ``--option``; values are parsed as YAML (numbers, lists, maps), bounded
+    (`edgevision.core.safeload.loads_yaml`)."""
+    from edgevision.core.errors import ConfigError, short_text
+    from edgevision.core.safeload import loads_yaml
 
     opts: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--option '{pair}': expected key=value, e.g. --option min_area=10")
+            raise ConfigError(f"--option '{short_text(pair, 100)}': expected key=value, e.g. --option min_area=10")
         key, value = pair.split("=", 1)
-        try:
-            opts[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--option {key}: value '{value}' is not valid YAML ({e.__class__.__name__})") from e
+        opts[key.strip()] = loads_yaml(value, f"--option {short_text(key.strip(), 60)}")
     return opts
 
 
@@ -302,19 +299,52 @@ _register_data_commands()
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning EdgeVision errors into one line."""
+    """Console-script entry point: run the app, turning EdgeVision errors into one line.
+
+    SIGINT, SIGTERM and SIGHUP unwind the command (temporary outputs are removed, see
+    `edgevision.core.signals`) and end it with one line and exit code 128 + signal (130, 143, 129).
+    """
     from edgevision.core.errors import EdgeVisionError
+    from edgevision.core.signals import interrupt_on_signals, interruption
 
     try:
-        app()  # standalone: typer handles usage errors and exit codes itself
+        with interrupt_on_signals():
+            app()  # standalone: typer handles usage errors and exit codes itself
     except EdgeVisionError as e:
-        from rich.markup import escape
+        _error_line(e)
+    except OSError as e:  # a path the system refused outside a reader (an output folder it may not write)
+        if e.filename is None:
+            raise
+        from edgevision.core.errors import FileAccessError
 
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)  # "[plots]" is text, not markup
-        sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/red]")
-        sys.exit(130)
+        _error_line(FileAccessError.from_os_error(e, writing=None))
+    except SystemExit as e:  # typer turns KeyboardInterrupt (and so Interrupted) into Exit(130)
+        sig = interruption(e)
+        if sig is None or e.code not in (130, sig.exit_code):
+            raise
+        _interrupted(sig.signal_name, sig.exit_code)
+    except KeyboardInterrupt as e:
+        sig = interruption(e)
+        _interrupted(sig.signal_name if sig else "SIGINT", sig.exit_code if sig else 130)
+
+
+def _error_line(e: Exception) -> None:
+    """Print an error as one red line (at most `MAX_ERROR_LINE` characters) and exit with 2."""
+    from rich.markup import escape
+
+    from edgevision.core.errors import short_text
+
+    err.print(f"[red]error:[/red] {escape(short_text(str(e), MAX_ERROR_LINE))}", highlight=False)  # "[plots]" is text
+    sys.exit(EXIT_BAD_INPUT)
+
+
+MAX_ERROR_LINE = 500
+"""Longest error message printed: values echoed from a hostile file are cut (head ... tail)."""
+
+
+def _interrupted(name: str, code: int) -> None:
+    err.print(f"[red]interrupted[/red] by {name}", highlight=False)
+    sys.exit(code)
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from edgevision.core.errors import ConfigError
+from edgevision.core.errors import ConfigError, short_text
+from edgevision.core.safeload import load_yaml
 
 __all__ = ["describe_validation_error", "load_yaml_config", "read_yaml_mapping"]
 
@@ -35,20 +36,14 @@ def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
     Args:
         path: the file; what: what it holds, for messages (``"recipe"``, ``"mapping"``).
 
+    Parsed by the bounded loader (`edgevision.core.safeload.load_yaml`): an alias bomb, a huge or
+    deeply nested file is refused in well under a second.
+
     Raises:
         ConfigError: unreadable file, malformed YAML (with the line) or a top level that is not a mapping.
     """
-    import yaml
-
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read {what} ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', None) or e}") from e
+    raw = load_yaml(path, what)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of {what} fields, got {type(raw).__name__}")
     return raw
@@ -57,14 +52,15 @@ def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
 def describe_validation_error(e: ValidationError, model: type[BaseModel], what: str) -> str:
     """One line for the first validation error, with a did-you-mean for an unknown key."""
     first = e.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
+    loc = short_text(".".join(str(x) for x in first["loc"]), 100)
     if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(first["loc"][-1]), list(model.model_fields), n=1)
+        key = str(first["loc"][-1])
+        close = difflib.get_close_matches(key, list(model.model_fields), n=1) if len(key) <= 200 else []
         hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(model.model_fields)}"
         return f"unknown {what} field '{loc}'{hint}"
     if first["type"] == "missing":
         return f"{what} field '{loc}' is required"
-    return f"{what} field '{loc}': {first['msg']}"
+    return f"{what} field '{loc}': {short_text(first['msg'], 160)}"
 
 
 def load_yaml_config(path: Path | str, model: type[M], what: str) -> M:

@@ -160,6 +160,7 @@ def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *
     from edgevision.bench.timing import time_in_child
     from edgevision.convert import read_dataset
     from edgevision.core.errors import OutputExistsError
+    from edgevision.core.io import check_output_clear
 
     paths, data, out = [Path(m) for m in models], Path(data), Path(out)
     if not paths:
@@ -173,11 +174,13 @@ def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *
         raise ConfigError(f"--samples {samples}: expected at least 10 (a p99 needs 662)")
     if any(t is not None and t < 1 for t in threads) or any(b < 1 for b in batches):
         raise ConfigError("--threads and --batch take positive integers, e.g. --threads 1,2 --batch 1,4")
+    check_output_clear(out, [data], what="--out")  # --overwrite replaces OUT: it must not hold the data
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: already exists; choose another --out or pass --overwrite")
     sets = _provider_sets(providers)
     meta = {p: _model_names(p, device) for p in paths}
     rr = read_dataset(data, fmt)
+    check_output_clear(out, rr.sources, what="--out")
     ds = rr.dataset
     gt_all = _split(ds, split, data)
     gts = {p: _gt_for(meta[p][0], list(ds.labels.names), gt_all, p, data) for p in paths}

@@ -57,16 +57,21 @@ def command(
 ) -> None:
     """Detect objects in images or a video; write JSON (and CSV), annotated images and accept/reject decisions."""
     from edgevision.core.errors import ConfigError, OutputExistsError
+    from edgevision.core.io import check_output_clear
     from edgevision.infer import iter_sources, open_model, source_files, video_frame_count
 
     check_choice("--format", fmt, ("json", "csv"))
+    files, is_video = source_files(source)  # fails fast, before the model loads
+    # --overwrite replaces DIR: it must not hold the images; a folder SOURCE must not receive the output
+    folder = Path(source).is_dir()
+    check_output_clear(out_dir, {p.parent for _, p in files} | ({Path(source)} if folder else set()), what="--out",
+                       inside=folder)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir}: output folder already exists; choose another --out or pass --overwrite")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a folder")
     if not model.exists():
         raise ConfigError(f"{model}: model not found (expected an .onnx file, a run folder or a .pt)")
-    files, is_video = source_files(source)  # fails fast, before the model loads
     prov = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
     m = open_model(model, providers=prov, threads=threads, device=device, tile=tile, tile_overlap=tile_overlap,
                    full_pass=full_pass)

@@ -18,7 +18,7 @@ from edgevision.commands._present import (
     print_findings,
     print_losses,
 )
-from edgevision.core.io import check_output_path
+from edgevision.core.io import check_output_clear, check_output_path
 
 
 def command(
@@ -40,10 +40,12 @@ def command(
     mapping = load_remap_config(map_file)  # a bad mapping fails before the dataset is read
     check_output_path(src, dst, overwrite)
     rr = read_dataset(src, src_format, on_error=on_error)
+    check_output_clear(dst, rr.sources)  # image folders elsewhere, list files: before printing anything
     print_findings(rr.report)
     fmt = output_format(to, rr.format)
     res = remap_dataset(rr.dataset, mapping)
-    losses = write_dataset(res.dataset, dst, fmt, images=images, overwrite=overwrite)  # type: ignore[arg-type]
+    losses = write_dataset(res.dataset, dst, fmt, images=images, overwrite=overwrite,  # type: ignore[arg-type]
+                           protect=rr.sources)
     print_losses(losses, fmt)
     out.print(remap_table(f"{src} ({rr.format}) -> {dst} ({fmt})", res))
     out.print(class_table(res.dataset))

@@ -31,7 +31,7 @@ def command(
 
     from edgevision.commands._present import check_choice, output_format
     from edgevision.convert import read_dataset, write_dataset
-    from edgevision.core.io import check_output_path
+    from edgevision.core.io import check_output_clear, check_output_path
     from edgevision.data.split import parse_ratios, split_dataset
 
     check_choice("--images", images, ("copy", "symlink", "none"))
@@ -39,12 +39,16 @@ def command(
     ratio_values = parse_ratios(ratios)
     check_output_path(src, dst, overwrite)
     rr = read_dataset(src, src_format, on_error=on_error)
+    check_output_clear(dst, rr.sources)  # image folders elsewhere, list files: before printing anything
+    if json_out is not None:
+        check_output_clear(json_out, rr.sources, what="--json")
     fmt = output_format(to, rr.format)
     if rr.detection is not None:
         out.print(f"detected format [bold]{rr.format}[/bold]: {rr.detection.reason}", highlight=False)
     print_findings(rr.report)
     result = split_dataset(rr.dataset, ratio_values, seed=seed, group=group)
-    losses = write_dataset(result.dataset, dst, fmt, images=images, overwrite=overwrite)  # type: ignore[arg-type]
+    losses = write_dataset(result.dataset, dst, fmt, images=images, overwrite=overwrite,  # type: ignore[arg-type]
+                           protect=rr.sources)
     report = result.report
     print_losses(losses, fmt)
     if report.replaced:

@@ -22,6 +22,7 @@ def command(
 
     from edgevision.convert import read_dataset
     from edgevision.core.errors import ConfigError
+    from edgevision.core.io import check_output_clear
     from edgevision.data.stats import check_plots_available, dataset_stats, write_plots
 
     check_choice("--on-error", on_error, ("fail", "skip"))
@@ -29,7 +30,11 @@ def command(
         check_plots_available()  # fail before reading a large dataset
         if plots.exists() and not plots.is_dir():
             raise ConfigError(f"--plots {plots}: expected a folder, got a file")
+        check_output_clear(plots, [src], what="--plots")
     rr = read_dataset(src, src_format, on_error=on_error)
+    for path, what in ((plots, "--plots"), (json_out, "--json")):
+        if path is not None:  # PNG plots in an image folder would be read as images next time
+            check_output_clear(path, rr.sources, what=what)
     print_findings(rr.report)
     stats = dataset_stats(rr.dataset)
     out.print(overview_table(f"{src} ({rr.format})", stats))

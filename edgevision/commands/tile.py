@@ -31,7 +31,7 @@ def command(
     from edgevision.commands._present import check_choice, output_format, print_findings, print_losses
     from edgevision.commands._present import out as console
     from edgevision.convert import read_dataset, write_dataset
-    from edgevision.core.io import check_output_path
+    from edgevision.core.io import check_output_clear, check_output_path
     from edgevision.data.tile import TILE_MAP_FILE, TileOptions, tile_dataset
 
     options = TileOptions(size=size, overlap=overlap, min_visibility=min_visibility, keep_empty=keep_empty, seed=seed)
@@ -39,6 +39,9 @@ def command(
     check_output_path(dataset, out, overwrite)
     dst = out.resolve()
     rr = read_dataset(dataset, src_format, on_error=on_error)
+    check_output_clear(out, rr.sources)  # before tiling: image folders elsewhere, list files
+    if json_out is not None:
+        check_output_clear(json_out, rr.sources, what="--json")
     fmt = output_format(to, rr.format)
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tiles.", dir=dst.parent))
@@ -46,7 +49,7 @@ def command(
         res = _run(tile_dataset, rr, options, staging)
         tile_map = json.dumps(res.tile_map(options), ensure_ascii=False).encode("utf-8")
         losses = write_dataset(res.dataset, out, fmt, images="copy", overwrite=overwrite,
-                               extra_files={TILE_MAP_FILE: tile_map})
+                               extra_files={TILE_MAP_FILE: tile_map}, protect=rr.sources)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if rr.detection is not None:

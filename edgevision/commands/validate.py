@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from edgevision.commands._present import check_choice, out, print_losses, progress_bars
-from edgevision.core.io import check_output_path
+from edgevision.core.io import check_output_clear, check_output_path
 
 _PROGRESS_MIN = 200
 """Show a progress bar from this many images on."""
@@ -44,6 +44,7 @@ def command(
     within and across splits (leakage)."""
     import json
 
+    from edgevision.convert import source_paths
     from edgevision.core.errors import EdgeVisionError
     from edgevision.data.validate import ValidateConfig, validate
 
@@ -57,11 +58,15 @@ def command(
                             fix=fix, check_duplicates=duplicates)  # type: ignore[arg-type]
     with _Progress() as progress:
         result = validate(src, fmt=src_format, config=config, progress=progress)
+    sources = source_paths(result.dataset, src)  # image folders elsewhere, list files: checked before writing
+    for path, what in ((fixed_out, "--out"), (json_out, "--json")):
+        if path is not None:
+            check_output_clear(path, sources, what=what)
     out.print(findings_table(f"{src} ({result.format}): {len(result.dataset)} images, "
                              f"{result.dataset.num_objects} objects", result))
     _print_details(result, show)
     if fixed_out is not None:
-        _write_fixed(result, fixed_out, to, images, overwrite)
+        _write_fixed(result, fixed_out, to, images, overwrite, sources)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -96,12 +101,14 @@ def _print_details(result: Any, show: int) -> None:
         out.print(f"  {f.severity:7} {f.code:17} {f.where}: {f.message}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _write_fixed(result: Any, dst: Path, to: str | None, images: str, overwrite: bool) -> None:
+def _write_fixed(result: Any, dst: Path, to: str | None, images: str, overwrite: bool,
+                 sources: frozenset[Path]) -> None:
     from edgevision.commands._present import output_format
     from edgevision.convert import write_dataset
 
     fmt = output_format(to, result.format)
-    losses = write_dataset(result.fixed, dst, fmt, images=images, overwrite=overwrite)  # type: ignore[arg-type]
+    losses = write_dataset(result.fixed, dst, fmt, images=images, overwrite=overwrite,  # type: ignore[arg-type]
+                           protect=sources)
     print_losses(losses, fmt)
     f = result.fixes
     out.print(f"[green]wrote {fmt} dataset to {dst}[/green] (--fix {f.policy}: {f.clipped} box(es) clipped, "

@@ -35,14 +35,16 @@ def as_boxes(boxes: ArrayLike) -> F64:
 def xywh_to_xyxy(xywh: ArrayLike) -> F64:
     """COCO ``(x, y, w, h)`` to ``(x1, y1, x2, y2)``."""
     b = as_boxes(xywh).copy()
-    b[:, 2:] += b[:, :2]
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308 from a file: inf, reported as box_nan
+        b[:, 2:] += b[:, :2]
     return b
 
 
 def xyxy_to_xywh(xyxy: ArrayLike) -> F64:
     """``(x1, y1, x2, y2)`` to COCO ``(x, y, w, h)``."""
     b = as_boxes(xyxy).copy()
-    b[:, 2:] -= b[:, :2]
+    with np.errstate(over="ignore", invalid="ignore"):
+        b[:, 2:] -= b[:, :2]
     return b
 
 
@@ -51,8 +53,9 @@ def cxcywh_norm_to_xyxy(cxcywh: ArrayLike, size_hw: tuple[int, int]) -> F64:
     b = as_boxes(cxcywh)
     h, w = size_hw
     scale = np.array([w, h, w, h], dtype=np.float64)
-    half = b[:, 2:] / 2.0
-    return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1) * scale
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 from a label file: inf, reported as box_nan
+        half = b[:, 2:] / 2.0
+        return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1) * scale
 
 
 def xyxy_to_cxcywh_norm(xyxy: ArrayLike, size_hw: tuple[int, int]) -> F64:
@@ -67,7 +70,8 @@ def xyxy_to_cxcywh_norm(xyxy: ArrayLike, size_hw: tuple[int, int]) -> F64:
 def box_area(xyxy: ArrayLike) -> F64:
     """Area of each box; inverted boxes give 0."""
     b = as_boxes(xyxy)
-    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    with np.errstate(over="ignore"):  # a corner at 1e307 (kept as read, with a warning): inf, no stray warning
+        return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
 
 
 def clip_xyxy(xyxy: ArrayLike, size_hw: tuple[int, int]) -> F64:

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edgevision.core.boxes import as_boxes
-from edgevision.core.errors import DatasetError, UnknownNameError
+from edgevision.core.errors import DatasetError, UnknownNameError, short_repr
 from edgevision.core.geometry import Shape
 
 SPLITS = ("train", "val", "test")
@@ -49,7 +49,7 @@ class LabelMap:
     def __post_init__(self) -> None:
         dup = [n for n, c in Counter(self.names).items() if c > 1]
         if dup:
-            raise DatasetError(f"label map: class names must be unique, got duplicates {dup}")
+            raise DatasetError(f"label map: class names must be unique, got duplicates {short_repr(dup, 120)}")
         if self.source_ids is not None and len(self.source_ids) != len(self.names):
             raise DatasetError(
                 f"label map: expected {len(self.names)} source ids, got {len(self.source_ids)}"

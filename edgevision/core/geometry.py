@@ -6,6 +6,7 @@ Run-length encoding follows COCO (column-major, starting with a run of zeros) vi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,10 @@ class Polyline:
         )
 
 
+_COCO_RLE_CHARS = re.compile(r"[0-o]*")
+"""Characters of a compressed COCO RLE string (pycocotools writes 6-bit groups from '0' = 48)."""
+
+
 @dataclass(frozen=True)
 class RLE:
     """A COCO run-length mask.
@@ -91,14 +96,36 @@ class RLE:
 
     @classmethod
     def from_coco(cls, seg: dict[str, Any]) -> RLE:
-        h, w = (int(v) for v in seg["size"])
-        counts = seg["counts"]
+        """From a COCO ``{"size": [h, w], "counts": ...}`` (compressed string or list of runs), checked.
+
+        Raises:
+            ValueError: ``size`` is not two positive integers (``true``, ``"5"`` and ``5.5`` are not),
+                the mask is larger than `edgevision.core.safeload.MAX_IMAGE_PIXELS`, or ``counts`` is
+                neither a COCO string nor a list of non-negative integer runs summing to ``h * w``.
+        """
+        from edgevision.core.errors import short_repr
+        from edgevision.core.safeload import MAX_IMAGE_PIXELS
+
+        if not isinstance(seg, dict):
+            raise ValueError(f"RLE: expected an object with 'size' and 'counts', got {short_repr(seg)}")
+        size = seg.get("size")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
+            raise ValueError(f"RLE: expected size [height, width] as two positive integers, got {short_repr(size)}")
+        h, w = size
+        if h * w > MAX_IMAGE_PIXELS:
+            raise ValueError(f"RLE: size {h}x{w} is {h * w:,} pixels; expected at most {MAX_IMAGE_PIXELS:,}")
+        counts = seg.get("counts")
         if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
+            counts = counts.decode("ascii", "replace")
         if isinstance(counts, list):
-            if sum(int(c) for c in counts) != h * w:
+            if not set(map(type, counts)) <= {int} or (counts and min(counts) < 0):
+                raise ValueError(f"RLE: expected counts as non-negative integer runs, got {short_repr(counts)}")
+            if sum(counts) != h * w:
                 raise ValueError(f"RLE: runs sum to {sum(counts)}, expected {h}x{w}={h * w}")
-            counts = tuple(int(c) for c in counts)
+            counts = tuple(counts)
+        elif not isinstance(counts, str) or not _COCO_RLE_CHARS.fullmatch(counts):
+            raise ValueError(f"RLE: expected counts as a COCO RLE string (characters '0' to 'o') or a list of "
+                             f"runs, got {short_repr(counts)}")
         return cls(counts=counts, size_hw=(h, w))
 
     @classmethod

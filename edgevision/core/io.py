@@ -7,12 +7,13 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from edgevision.core.errors import DatasetError, EdgeVisionError, OutputExistsError
+from edgevision.core.errors import DatasetError, EdgeVisionError, OutputExistsError, OutputOverlapError
+from edgevision.core.signals import interrupt_on_signals, signals_deferred
 
 log = logging.getLogger(__name__)
 
@@ -179,50 +180,136 @@ def place_image(src: Path | None, dst: Path, mode: ImageMode) -> bool:
     return True
 
 
-@contextmanager
-def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder next to ``out``; on success it becomes ``out``, on failure it vanishes.
+def _path_forms(path: Path | str, folder: bool) -> set[Path]:
+    """``path`` as written (absolute, ``..`` folded) and as the file system resolves it (symlinks
+    followed); with ``folder`` False, a file stands for the folder that holds it."""
+    p = os.path.expanduser(os.fspath(path))
+    forms = {os.path.normpath(os.path.abspath(p)), os.path.realpath(p)}
+    if not folder:
+        forms = {f if os.path.isdir(f) or not os.path.lexists(f) else os.path.dirname(f) for f in forms}
+    return {Path(os.path.normcase(f)) for f in forms}
+
+
+def output_overlap(out: Path | str, sources: Iterable[Path | str], *, inside: bool = True) -> tuple[str, Path] | None:
+    """How ``out`` collides with the folders ``sources`` are read from, or None when it does not.
+
+    A source file stands for its folder. Both sides are compared as written (``..`` folded) and
+    resolved (symlinks followed), so neither a relative path nor a link gets past. Of several
+    collisions the closest is named: the same folder, else the innermost folder ``out`` lies in,
+    else the outermost folder it contains. With ``inside`` False, lying inside a source folder is
+    not a collision.
+
+    Returns:
+        ``("is", folder)``, ``("is inside", folder)`` or ``("contains", folder)``.
+    """
+    outs = _path_forms(out, folder=True)
+    hits: list[tuple[int, int, str, Path]] = []
+    for folder in {f for src in set(sources) for f in _path_forms(src, folder=False)}:
+        for o in outs:
+            if o == folder:
+                hits.append((0, 0, "is", folder))
+            elif inside and folder in o.parents:
+                hits.append((1, -len(folder.parts), "is inside", folder))
+            elif o in folder.parents:
+                hits.append((2, len(folder.parts), "contains", folder))
+    if not hits:
+        return None
+    _, _, relation, folder = min(hits, key=lambda h: (h[0], h[1], str(h[3])))
+    return relation, folder
+
+
+def check_output_clear(out: Path | str, sources: Iterable[Path | str], *, what: str = "output",
+                       inside: bool = True) -> None:
+    """Refuse an output that is, lies inside, or contains a folder the input is read from.
+
+    The rule for every command that writes from a dataset (``sources``: the annotation files, list
+    files, image folders and roots it was read from, see `edgevision.convert.source_paths`):
+    writing inside the input changes it, and replacing an output that is or contains it
+    (``--overwrite``) deletes it. Checked before anything is written. ``inside`` False allows an
+    output inside a source folder (predictions beside the one image they were made from).
 
     Raises:
+        OutputOverlapError: one line naming the output, the source folder and the fix.
+    """
+    hit = output_overlap(out, sources, inside=inside)
+    if hit is None:
+        return
+    relation, folder = hit
+    fix = "choose an output that does not contain it" if relation == "contains" else "choose an output outside it"
+    raise OutputOverlapError(f"{out}: {what} must not be the source or inside it, nor contain it: it {relation} "
+                             f"{folder}, which the dataset is read from (the source is never modified); {fix}")
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool = False, *, protect: Iterable[Path | str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out``; on success it becomes ``out``, on failure it vanishes.
+
+    SIGINT, SIGTERM and SIGHUP count as failures: they raise `Interrupted` (see
+    `edgevision.core.signals`), the temporary folder is removed, and the renames that put the
+    finished folder in place are never cut in half.
+
+    Args:
+        out: the output folder.
+        overwrite: replace ``out`` when it exists.
+        protect: the files and folders the output is made from (see `check_output_clear`).
+
+    Raises:
+        OutputOverlapError: ``out`` is, lies inside or contains a folder of ``protect`` (checked first).
         OutputExistsError: when ``out`` exists and ``overwrite`` is False.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
+    check_output_clear(out, protect)
+    if os.path.lexists(out) and not overwrite:
         raise OutputExistsError(f"{out}: output already exists; choose another path or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    with interrupt_on_signals():
+        tmp: Path | None = None
+        try:
+            with signals_deferred():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+            yield tmp
+            with signals_deferred():
+                _replace(tmp, out)
+        except BaseException:
+            if tmp is not None:
+                with signals_deferred():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Put the finished ``tmp`` at ``out``; an existing ``out`` (a link: the link itself) is removed."""
+    if not os.path.lexists(out):
+        os.replace(tmp, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
+    os.replace(out, old)
     try:
-        yield tmp
+        os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(old, out)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, out)
+        old.unlink()
 
 
 def check_output_path(src: Path | str, dst: Path | str, overwrite: bool = False) -> None:
-    """Refuse an output that exists (unless ``overwrite``), is the source, lies inside it or contains it.
+    """Refuse an output that is the source, lies inside it or contains it, or exists (unless ``overwrite``).
 
-    ``src`` may be a file (its folder is the source root). Containing the source matters with
-    ``overwrite``: replacing ``dst`` would delete the source.
+    The check commands make before reading: ``src`` may be a file (its folder is the source root).
+    Once the dataset is read, `check_output_clear` with everything it was read from (image folders
+    elsewhere, list files) follows, through `atomic_dir`'s ``protect``.
 
     Raises:
+        OutputOverlapError: ``dst`` overlaps the source (checked first: --overwrite would not help).
         OutputExistsError: ``dst`` exists and ``overwrite`` is False.
-        EdgeVisionError: ``dst`` overlaps the source.
     """
     dst = Path(dst)
-    if dst.exists() and not overwrite:
+    check_output_clear(dst, [src])
+    if os.path.lexists(dst) and not overwrite:
         raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
-    s, d = Path(src).resolve(), dst.resolve()
-    root = s.parent if s.is_file() else s
-    if d == root or root in d.parents or d in root.parents:
-        raise EdgeVisionError(f"{dst}: output must not be the source or inside it, nor contain it; "
-                              "the source is never modified")
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -253,14 +340,18 @@ def write_atomic(path: Path | str, data: str | bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with interrupt_on_signals():  # SIGTERM / SIGHUP remove the temporary file too
+        tmp: str | None = None
+        try:
+            with signals_deferred():
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -268,12 +359,16 @@ def copy_atomic(src: Path | str, dst: Path | str) -> Path:
     """Copy ``src`` to ``dst`` through a temporary file renamed into place (see `write_atomic`)."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with interrupt_on_signals():  # SIGTERM / SIGHUP remove the temporary file too
+        tmp: str | None = None
+        try:
+            with signals_deferred():
+                fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+                os.close(fd)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except BaseException:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            raise
     return dst

@@ -49,7 +49,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from edgevision.core.cpu import usable_cores
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap, ObjectList
 from edgevision.core.errors import ConfigError, EdgeVisionError, UnknownNameError
 
@@ -303,7 +303,7 @@ def _write_png(img: NDArray[np.uint8], rec: ImageRecord, out: Path) -> ImageReco
 
 def _in_threads(config: SynthConfig, work: Callable[[int], _T]) -> Iterator[_T]:
     """``work(i)`` for ``i`` in ``0..n-1`` on a few threads (OpenCV and numpy release the GIL), in order."""
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = max(1, min(4, usable_cores()))
     with _cv2_single_thread():
         pool = concurrent.futures.ThreadPoolExecutor(workers, "synth")
         try:

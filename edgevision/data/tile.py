@@ -325,10 +325,17 @@ def read_pixels(record: ImageRecord, report: Report) -> NDArray[Any] | None:
     if record.path is None or not Path(record.path).is_file():
         report.error("image_missing", where, f"image file not found: {record.path}; tiling needs the pixels")
         return None
+    from edgevision.runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, ImageTooLargeError, check_image_header
+
     try:
         data = np.fromfile(str(record.path), dtype=np.uint8)  # cv2.imread fails on non-ASCII paths on Windows
+        if data.size:  # the pixel count from the header, before any decoder allocates it
+            check_image_header(data, DEFAULT_MAX_PIXELS, "the header")
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except (OSError, cv2.error) as e:
+    except ImageTooLargeError as e:
+        report.error("image_too_large", where, f"{record.path}: {e}")
+        return None
+    except (OSError, cv2.error, ImageReadError) as e:
         report.error("image_corrupt", where, f"image is not readable ({e.__class__.__name__}): {record.path}")
         return None
     if img is None:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,8 +68,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgevision.core.boxes import box_masks, box_problems, clip_xyxy
+from edgevision.core.cpu import usable_cores
 from edgevision.core.dataset import SPLITS, Dataset, ImageRecord
-from edgevision.core.errors import ConfigError
+from edgevision.core.errors import ConfigError, short_text
 from edgevision.core.geometry import Polygon, Polyline, Shape, clip_polygon_to_window
 from edgevision.core.report import Finding, Severity
 from edgevision.data.imagehash import DEFAULT_THRESHOLD, near_duplicate_pairs, phash
@@ -239,7 +239,12 @@ def inspect_image(path: Path | None) -> ImageFacts:
         facts.problem = ("image_corrupt", f"image file is empty (0 bytes): {path}")
         return facts
     header_hw, facts.orientation = _header(data)
-    grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS)
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else "cv2.error"
+        facts.problem = ("image_corrupt", f"cv2 refuses to decode the image ({short_text(reason, 120)}): {path}")
+        return facts
     if grey is None:
         facts.problem = ("image_corrupt", f"cv2 cannot decode the image ({len(data)} bytes): {path}")
     elif _jpeg_truncated(data):
@@ -283,7 +288,7 @@ def inspect_images(records: list[ImageRecord], workers: int = 0,
                    progress: Callable[[int, int], None] | None = None) -> list[ImageFacts]:
     """`inspect_image` for every record, on threads; ``progress(done, total)`` from the calling thread."""
     n = len(records)
-    threads = workers or min(8, os.cpu_count() or 1)
+    threads = workers or min(8, usable_cores())
     with ThreadPoolExecutor(max_workers=threads) as pool:
         out = []
         for k, facts in enumerate(pool.map(inspect_image, [r.path for r in records]), 1):

@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from edgevision.core.errors import DatasetError, EdgeVisionError, UnknownNameError
-from edgevision.formats.base import Detection, Format, Losses, Options, WriteOptions
+from edgevision.formats.base import Detection, Format, Losses, Options, WriteOptions, check_readable
 
 __all__ = [
     "Detection",
@@ -86,6 +86,7 @@ def detect_format(path: Path) -> tuple[Format, Detection]:
     path = Path(path)
     if not path.exists():
         raise DatasetError("path does not exist", where=str(path), code="file_missing")
+    check_readable(path)  # an unreadable source is that, not "format unknown"
     hits: list[tuple[Format, Detection]] = []
     for f in _REGISTRY.values():
         if f.can_read:
@@ -93,6 +94,7 @@ def detect_format(path: Path) -> tuple[Format, Detection]:
             if d is not None and d.score > 0:
                 hits.append((f, d))
     if not hits:
+        _raise_if_unreadable(path)  # a format may not have recognized a file it could not read
         raise DatasetError(
             f"could not detect the annotation format; pass --from with one of: {', '.join(list_formats(readable=True))}",
             where=str(path), code="format_unknown",
@@ -105,3 +107,23 @@ def detect_format(path: Path) -> tuple[Format, Detection]:
             where=str(path), code="format_ambiguous",
         )
     return hits[0]
+
+
+def _raise_if_unreadable(folder: Path, limit: int = 500) -> None:
+    """Raise `FileAccessError` for the first file or folder (two levels down, ``limit`` entries at
+    most) that cannot be read: detectors treat an unreadable file as "not mine"."""
+    if not folder.is_dir():
+        return
+    seen = 0
+    for top in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        try:
+            entries = sorted(top.iterdir())
+        except OSError:
+            check_readable(top)
+            continue
+        for p in entries:
+            seen += 1
+            if seen > limit:
+                return
+            if p.is_file() or p.is_dir():
+                check_readable(p)

@@ -1,27 +1,33 @@
-"""Helpers shared by the per-image annotation readers (VOC, LabelMe, CVAT).
+"""Helpers shared by the annotation readers.
 
-They cover what every such reader does the same way: find the image an annotation names (forgiving
+They cover what every reader does the same way: find the image an annotation names (forgiving
 the quirks of real files and saying which), settle the image size (declared vs. file header), check
-and add boxes under the error policy, collect class names, parse attribute values, and decide what
-to do with images that have no annotation file.
+and add boxes under the error policy, collect class names, parse attribute values, decide what
+to do with images that have no annotation file, list files without skipping unreadable folders, and
+check the types of values whose type the format's specification fixes (strict: a ``true`` is no
+width, ``"3"`` is no coordinate, ``[[1, 2], [3, 4]]`` is no bbox).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from edgevision.core.boxes import box_problems
 from edgevision.core.dataset import SPLIT_ALIASES, ImageRecord, LabelMap, ObjectList
-from edgevision.core.errors import DatasetError
-from edgevision.core.io import ImageIndex, is_image, read_image_size, safe_relpath
+from edgevision.core.errors import DatasetError, FileAccessError, short_repr
+from edgevision.core.io import ImageIndex, is_image, safe_relpath
 from edgevision.core.report import Report
+from edgevision.core.safeload import MAX_IMAGE_PIXELS, image_size
 
 T = TypeVar("T")
 
@@ -178,15 +184,159 @@ def safe_name(raw: str, where: str, report: Report, base: str = "") -> str | Non
 
 
 def header_size(image: Path, where: str, report: Report) -> tuple[int, int] | None:
-    """An image's ``(height, width)`` from its header; None after reporting a missing/corrupt image.
+    """An image's ``(height, width)`` from its header; None after reporting a missing, corrupt,
+    unreadable or too large image (`edgevision.core.safeload.image_size`).
 
     For formats that never declare sizes (so reading the header is no quirk worth a finding).
     """
     try:
-        return read_image_size(image, where)
+        return image_size(image, where)
     except DatasetError as e:
         report.error(e.code or "image_corrupt", where, e.detail)
         return None
+
+
+# -- strict values -----------------------------------------------------------------------------
+_NUMBER_TYPES = frozenset({int, float})
+_SIZE_TEXT = re.compile(r"\s*\+?(\d{1,12})(?:\.0*)?\s*")
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number: ``int`` or ``float``, never ``bool`` (``true`` is no coordinate) nor a string."""
+    return type(value) in _NUMBER_TYPES
+
+
+def number_array(raw: Any, what: str, count: int | None = None) -> NDArray[np.float64]:
+    """A flat JSON list of numbers as float64, checked strictly.
+
+    Args:
+        what: what the list is, for the message (``"bbox [x, y, width, height]"``).
+        count: the exact length expected, or None.
+
+    Raises:
+        ValueError: not a list, wrong length, or an item that is not a number (a bool, a string, a
+            nested list, null) or too large for a float; the message says expected and got.
+    """
+    if (not isinstance(raw, list) or (count is not None and len(raw) != count)
+            or not set(map(type, raw)) <= _NUMBER_TYPES):
+        raise ValueError(f"expected {what} as a list of {count or 'some'} numbers, got {short_repr(raw)}")
+    try:
+        return np.array(raw, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"expected {what} within the range of a float, got {short_repr(raw)}") from None
+
+
+def point_array(raw: Any, least: int, what: str = "points") -> NDArray[np.float64]:
+    """``(K, 2)`` float64 points from a JSON ``[[x, y], ...]``, checked strictly.
+
+    Raises:
+        ValueError: not a list of ``[x, y]`` number pairs (bools, strings, deeper nesting), too few
+            points, or a number too large for a float.
+    """
+    ok = (isinstance(raw, list) and set(map(type, raw)) <= {list} and set(map(len, raw)) <= {2}
+          and set(map(type, chain.from_iterable(raw))) <= _NUMBER_TYPES)
+    if not ok:
+        raise ValueError(f"{what} must be a list of [x, y] pairs; expected number pairs, got {short_repr(raw)}")
+    if len(raw) < least:
+        raise ValueError(f"expected at least {least} {what}, got {len(raw)}")
+    try:
+        return np.array(raw, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:
+        raise ValueError(f"expected {what} within the range of a float, got {short_repr(raw)}") from None
+
+
+def _side(value: Any, text: bool) -> int | None:
+    """One declared image side: an int, 0 for "not given"; ValueError for anything else."""
+    if value is None:
+        return 0
+    if text and isinstance(value, str):
+        if not value.strip():
+            return 0
+        m = _SIZE_TEXT.fullmatch(value)
+        if m is None:
+            raise ValueError
+        return int(m.group(1))
+    if type(value) is int and 0 <= value <= MAX_IMAGE_PIXELS:
+        return value
+    if type(value) is float and math.isfinite(value) and 0 <= value <= MAX_IMAGE_PIXELS and value == int(value):
+        return int(value)
+    raise ValueError
+
+
+def declared_size(height: Any, width: Any, where: str, report: Report, *, text: bool = False,
+                  names: tuple[str, str] = ("height", "width")) -> tuple[int, int] | None:
+    """The image size an annotation declares, checked strictly; None when it declares none.
+
+    A missing (null, absent, empty) or zero side means "not declared": the caller reads the image
+    header (`settle_size`). Anything else that is not a whole number of pixels (a bool, a string in
+    JSON, NaN, ``1e308``, ``480.5``, a list) or that makes an image larger than
+    `edgevision.core.safeload.MAX_IMAGE_PIXELS` is a ``size_invalid`` error under the report's
+    policy, and then (``keep``) not declared either.
+
+    Args:
+        height, width: the raw values (JSON values, or XML text with ``text=True``).
+        names: the format's field names, for the message (``("imageHeight", "imageWidth")``).
+    """
+    sides = []
+    for value, name in zip((height, width), names):
+        try:
+            sides.append(_side(value, text))
+        except ValueError:
+            report.error("size_invalid", where, f"{name}: expected a positive whole number of pixels (at most "
+                                                f"{MAX_IMAGE_PIXELS:,}), got {short_repr(value)}; fix it or remove it "
+                                                "to read the image's size")
+            return None
+    h, w = sides
+    if not (h and w):
+        return None
+    if h * w > MAX_IMAGE_PIXELS:
+        report.error("size_invalid", where, f"declared size {w}x{h} (WxH) is {h * w:,} pixels; expected at most "
+                                            f"{MAX_IMAGE_PIXELS:,}; fix it or remove it to read the image's size")
+        return None
+    return h, w
+
+
+# -- files -------------------------------------------------------------------------------------
+def files_under(folder: Path, report: Report) -> list[Path]:
+    """Every file below ``folder``, sorted: ``rglob("*")`` without its silent skipping.
+
+    ``rglob`` leaves out a sub-folder it may not list, so its annotation files would vanish without
+    a word; here each one is a ``file_unreadable`` error under the report's policy (``fail`` stops,
+    ``skip``/``keep`` record it and go on). Symbolic links to folders are followed (once each).
+
+    Raises:
+        FileAccessError: when ``folder`` itself cannot be listed.
+    """
+    out: list[Path] = []
+    seen: set[str] = set()
+
+    def unreadable(e: OSError) -> None:
+        if os.path.abspath(e.filename or folder) == os.path.abspath(folder):
+            raise FileAccessError.from_os_error(e, folder)
+        err = FileAccessError.from_os_error(e)
+        with report.guard(err.where or str(folder)):
+            report.error(err.code or "file_unreadable", err.where or str(folder), err.detail)
+
+    for top, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(top, n) for n in names]
+    return sorted(out)
+
+
+def parse_xml_file(path: Path) -> Any:
+    """`edgevision.core.io.parse_xml`, with an unreadable file a `FileAccessError` (not a traceback)."""
+    from edgevision.core.io import parse_xml
+
+    try:
+        return parse_xml(path)
+    except OSError as e:
+        raise FileAccessError.from_os_error(e, path) from e
+    except RecursionError:
+        raise DatasetError("XML elements nested too deeply", where=str(path), code="xml_malformed") from None
 
 
 def sub_folder(root: Path, rel: str, option: str, report: Report) -> Path:
@@ -331,7 +481,8 @@ def read_each(items: Iterable[T], where: Callable[[T], str], read_one: Callable[
 
 
 def load_or_report(loader: Any, path: Path, report: Report) -> Any:
-    """``loader(path)`` (`load_json`, `parse_xml`); a malformed file is reported, giving None."""
+    """``loader(path)`` (`edgevision.core.safeload.load_json`, `parse_xml_file`); a malformed or
+    unreadable file is reported, giving None."""
     try:
         return loader(path)
     except DatasetError as e:
@@ -339,13 +490,27 @@ def load_or_report(loader: Any, path: Path, report: Report) -> Any:
         return None
 
 
-def head_matches(path: Path, pattern: bytes, size: int = 4096) -> bool:
-    """True when the first ``size`` bytes of ``path`` match the regex ``pattern`` (cheap format sniffing)."""
-    import re
+def read_head(path: Path, size: int = 4096) -> bytes | None:
+    """The first ``size`` bytes of ``path`` for format sniffing; None when it is no file.
 
+    Raises:
+        FileAccessError: when the file exists but cannot be read: a detector must not take a file it
+            may not read for "not mine" (its annotations would silently vanish from the dataset).
+    """
     try:
         with open(path, "rb") as f:
-            head = f.read(size)
-    except OSError:
-        return False
-    return re.search(pattern, head) is not None
+            return f.read(size)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise FileAccessError.from_os_error(e, path) from e
+
+
+def head_matches(path: Path, pattern: bytes, size: int = 4096) -> bool:
+    """True when the first ``size`` bytes of ``path`` match the regex ``pattern`` (cheap format sniffing).
+
+    Raises:
+        FileAccessError: the file cannot be read (see `read_head`).
+    """
+    head = read_head(path, size)
+    return head is not None and re.search(pattern, head) is not None

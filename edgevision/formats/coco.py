@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,13 @@ from numpy.typing import NDArray
 
 from edgevision.core.boxes import box_area, box_masks, box_problems, xywh_to_xyxy, xyxy_to_xywh
 from edgevision.core.dataset import SPLIT_ALIASES, Dataset, ImageRecord, LabelMap
-from edgevision.core.errors import DatasetError
+from edgevision.core.errors import DatasetError, FileAccessError, short_repr, short_text
 from edgevision.core.geometry import RLE, Polygon, Polyline, Shape
-from edgevision.core.io import ImageIndex, load_json, place_image, read_image_size, safe_relpath
+from edgevision.core.io import ImageIndex, place_image, safe_relpath
 from edgevision.core.report import Report
+from edgevision.core.safeload import MAX_IMAGE_PIXELS, image_size, load_json
 from edgevision.formats import register_format
+from edgevision.formats._readkit import declared_size, is_number, number_array
 from edgevision.formats.base import Detection, Format, Losses, Options, WriteOptions
 
 log = logging.getLogger(__name__)
@@ -189,8 +192,8 @@ def looks_like_coco(path: Path) -> bool:
             size = f.tell()
             f.seek(max(size - _PEEK_BYTES, len(head)))
             tail = f.read()
-    except OSError:
-        return False
+    except OSError as e:  # a json it may not read may be a split: never skip it silently
+        raise FileAccessError.from_os_error(e, path) from e
     text = head + tail
     return (head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{" and b'"images"' in text
             and (b'"annotations"' in text or b'"categories"' in text))
@@ -258,15 +261,14 @@ class _Categories:
         if not isinstance(cats, list):
             report.fatal("json_malformed", where, f"expected 'categories' to be a list, got {type(cats).__name__}")
         for i, c in enumerate(cats):
-            try:
-                cid, name = int(c["id"]), str(c["name"])
-            except (KeyError, TypeError, ValueError):
+            if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)):
                 report.fatal("category_malformed", f"{where}:categories[{i}]",
-                             f"expected an object with an integer 'id' and a 'name', got {str(c)[:80]}")
+                             f"expected an object with an integer 'id' and a string 'name', got {short_repr(c, 100)}")
+            cid, name = int(c["id"]), c["name"]
             if cid in self.by_id and self.by_id[cid][0] != name:
                 report.fatal("category_conflict", f"{where}:categories[{i}]",
-                             f"category id {cid} is '{name}' here but '{self.by_id[cid][0]}' in an "
-                             "earlier file; the split files must share one category list")
+                             f"category id {cid} is {short_repr(name)} here but {short_repr(self.by_id[cid][0])} in "
+                             "an earlier file; the split files must share one category list")
             extra = {k: v for k, v in c.items() if k not in ("id", "name") and v not in ("", None)}
             self.by_id.setdefault(cid, (name, extra))
 
@@ -276,7 +278,7 @@ class _Categories:
         first: dict[str, int] = {}
         for cid, n in zip(ids, names, strict=True):
             if n in first:
-                report.fatal("category_duplicate", where, f"category name '{n}' is used by ids {first[n]} and "
+                report.fatal("category_duplicate", where, f"category name {short_repr(n)} is used by ids {first[n]} and "
                              f"{cid}; class names must be unique (merge them with a recipe or rename one)")
             first[n] = cid
         return LabelMap(names, source_ids=ids, extra=[self.by_id[i][1] for i in ids])
@@ -330,14 +332,14 @@ def _search_dirs(sf: _SplitFile, images_dir: str | None) -> list[Path]:
     return dirs
 
 
-def _size_from_json(im: dict[str, Any]) -> tuple[int, int] | None:
-    try:
-        h, w = float(im["height"]), float(im["width"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not (h > 0 and w > 0 and h == int(h) and w == int(w)):
-        return None
-    return int(h), int(w)
+def _is_int(v: Any) -> bool:
+    """An integral JSON number (``3``, ``3.0``) that fits an int64; never a bool or a string."""
+    return is_number(v) and math.isfinite(v) and v == int(v) and -(2**63) <= v < 2**63
+
+
+def _is_id(v: Any) -> bool:
+    """A usable COCO id: an integral number or a string (``true``, ``1.5``, lists and null are not)."""
+    return _is_int(v) or isinstance(v, str)
 
 
 class _CocoReader:
@@ -393,7 +395,7 @@ class _CocoReader:
             if g.ok and img is not None:
                 pos_of[im["id"]] = len(images)
                 images.append(img)
-            elif isinstance(im, dict) and _hashable(im.get("id")) and im.get("id") not in pos_of:
+            elif isinstance(im, dict) and _is_id(im.get("id")) and im.get("id") not in pos_of:
                 pos_of[im.get("id")] = -2
         self._warn_missing(missing, len(entries), sf)
         return images, pos_of
@@ -405,11 +407,18 @@ class _CocoReader:
         try:
             ids = list(map(itemgetter("id"), entries))
             names = list(map(itemgetter("file_name"), entries))
-            hw = np.array([list(map(itemgetter("height"), entries)), list(map(itemgetter("width"), entries))])
-        except (KeyError, TypeError, ValueError):
+            hs, ws = list(map(itemgetter("height"), entries)), list(map(itemgetter("width"), entries))
+        except (KeyError, TypeError):
             return None
-        if (hw.dtype.kind not in "iu" or (hw <= 0).any() or len(set(ids)) < len(ids) or len(set(names)) < len(names)
-                or not all(type(i) is int for i in ids) or not all(map(_is_plain_name, names))):
+        if (not (set(map(type, hs)) | set(map(type, ws))) <= {int}  # bools, floats, strings: checked one by one
+                or not set(map(type, ids)) <= {int} or not set(map(type, names)) <= {str}):
+            return None
+        try:
+            hw = np.array([hs, ws], dtype=np.int64).reshape(2, len(entries))
+        except (OverflowError, ValueError):
+            return None
+        if ((hw <= 0).any() or (hw[0].astype(np.float64) * hw[1] > MAX_IMAGE_PIXELS).any()
+                or len(set(ids)) < len(ids) or len(set(names)) < len(names) or not all(map(_is_plain_name, names))):
             return None
         taken = [self.names.claim(n, sf.split, self.report, f"{sf.path}:images[{i}]") for i, n in enumerate(names)]
         missing = []
@@ -419,7 +428,7 @@ class _CocoReader:
             if path is None:
                 missing.append(names[i])
             extra = {k: v for k, v in im.items() if k not in _IMAGE_KEYS}
-            images.append(_Image(name, (h, w), path, f"{sf.path}:images[{i}] '{names[i]}'",  # type: ignore[arg-type]
+            images.append(_Image(name, (h, w), path, f"{sf.path}:images[{i}] {short_repr(names[i], 100)}",  # type: ignore[arg-type]
                                  {"coco_id": ids[i], "coco_image": extra} if extra else {"coco_id": ids[i]}))
         self._warn_missing(missing, len(entries), sf)
         return images, {i: k for k, i in enumerate(ids)}
@@ -433,26 +442,30 @@ class _CocoReader:
                pos_of: dict[Any, int], missing: list[str]) -> _Image | None:
         rep = self.report
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-            rep.error("image_malformed", where, f"expected an object with 'id' and 'file_name', got {str(im)[:80]}")
+            rep.error("image_malformed", where, f"expected an object with 'id' and a string 'file_name', "
+                                                f"got {short_repr(im, 100)}")
             return None
-        if not _hashable(im["id"]) or im["id"] in pos_of:
-            rep.error("image_duplicate", where, f"image id {im['id']!r} appears twice (or is not a number/string)")
+        if not _is_id(im["id"]):
+            rep.error("image_malformed", where, f"expected image id as an integer (or a string), got {short_repr(im['id'])}")
             return None
-        where = f"{where} '{im['file_name']}'"
+        if im["id"] in pos_of:
+            rep.error("image_duplicate", where, f"image id {short_repr(im['id'])} appears twice")
+            return None
+        where = f"{where} {short_repr(im['file_name'], 100)}"
         try:
             name = _safe_name(im["file_name"], where)
         except DatasetError as e:
             report_exception(rep, e)
             return None
         path = finder.find(name)
-        size = _size_from_json(im)
+        size = declared_size(im.get("height"), im.get("width"), where, rep)
         if size is None:
             if path is None:
                 rep.error("image_missing", where, "no valid width/height in the json and the image file was not "
                           f"found (looked beside {sf.path.parent}); add the sizes or the image")
                 return None
             try:
-                size = read_image_size(path, where)
+                size = image_size(path, where)
             except DatasetError as e:
                 report_exception(rep, e)
                 return None
@@ -460,7 +473,7 @@ class _CocoReader:
             missing.append(name)
         unique = self.names.claim(name, sf.split, rep, where)
         if unique is None:
-            rep.error("image_duplicate", where, f"file_name '{name}' appears twice in the same split")
+            rep.error("image_duplicate", where, f"file_name {short_repr(name, 100)} appears twice in the same split")
             return None
         extra = {k: v for k, v in im.items() if k not in _IMAGE_KEYS}
         meta: dict[str, Any] = {"coco_id": im["id"]}
@@ -481,12 +494,13 @@ class _CocoReader:
         bad[sorted(cols.problems)] = True
         for i in np.flatnonzero(cols.pos == -1):
             soft_error(self.report, "image_unknown", f"{where}:annotations[{i}] (id {_ann_id(anns[i])})",
-                       f"image_id {_get(anns[i], 'image_id')!r} is not in 'images'; fix the id or remove the annotation")
+                       f"image_id {short_repr(_get(anns[i], 'image_id'))} is not in 'images'; fix the id or remove "
+                       "the annotation")
         partly &= cols.pos >= 0
         if partly.any():
             k = int(np.flatnonzero(partly)[0])
             self.report.warning("box_partly_outside", where, f"{int(partly.sum())} boxes extend past their image "
-                                f"border (e.g. annotation id {_ann_id(anns[k])} in '{images[cols.pos[k]].name}'); "
+                                f"border (e.g. annotation id {_ann_id(anns[k])} in {short_repr(images[cols.pos[k]].name, 100)}); "
                                 "kept as read")
         bad_idx = np.flatnonzero(bad & (cols.pos >= 0))
         for group in _group_by(bad_idx, cols.pos[bad_idx]):
@@ -499,7 +513,7 @@ class _CocoReader:
         return alive
 
     def _report_annotation(self, cols: _Columns, i: int, im: _Image, anns: list[Any], where: str) -> None:
-        item = f"{where}:annotations[{i}] (id {_ann_id(anns[i])}, image '{im.name}')"
+        item = f"{where}:annotations[{i}] (id {_ann_id(anns[i])}, image {short_repr(im.name, 100)})"
         for code, msg in cols.problems.get(i, []):
             self.report.error(code, item, msg)
         if i in cols.unusable:
@@ -573,33 +587,38 @@ def _safe_name(name: str, where: str) -> str:
     return name if _is_plain_name(name) else safe_relpath(name, where)
 
 
-def _hashable(v: Any) -> bool:
-    return isinstance(v, (int, str, float)) and not isinstance(v, bool)
-
-
 def _get(a: Any, key: str) -> Any:
     return a.get(key) if isinstance(a, dict) else None
 
 
-def _ann_id(a: Any) -> Any:
-    return _get(a, "id")
-
-
-def _as_int(v: Any) -> int:
-    """An integral number as int (``3`` and ``3.0``); anything else is a ValueError."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
-        raise ValueError(f"not an integer: {v!r}")
-    return int(v)
+def _ann_id(a: Any) -> str:
+    """An annotation's id for a message (short, whatever the file holds)."""
+    return short_repr(_get(a, "id"), 40)
 
 
 def _int_column(values: list[Any]) -> NDArray[np.int64]:
-    """A list of integral numbers as an int64 array (ValueError for anything else)."""
+    """A list of integral JSON numbers as an int64 array (ValueError for anything else: bools too)."""
+    if not set(map(type, values)) <= {int, float}:
+        raise ValueError("category ids are not all numbers")
     arr = np.array(values)
-    if arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr)):
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and np.array_equal(arr, np.round(arr)) \
+            and (np.abs(arr) < 2**63).all():
         return arr.astype(np.int64)
     if arr.dtype.kind not in "iu" or arr.ndim != 1:
         raise ValueError("category ids are not all integers")
     return arr.astype(np.int64)
+
+
+def _bbox_column(boxes: list[Any]) -> NDArray[np.float64]:
+    """All ``bbox`` values as an ``(N, 4)`` array when each is a list of four JSON numbers, else ValueError.
+
+    Checked strictly, in C-level passes: ``[[1, 2], [3, 4]]``, ``["1", 2, 3, 4]`` or ``[true, 1, 2, 3]``
+    would otherwise pass through numpy as four numbers.
+    """
+    if not (set(map(type, boxes)) <= {list} and set(map(len, boxes)) <= {4}
+            and set(map(type, chain.from_iterable(boxes))) <= {int, float}):
+        raise ValueError("not every bbox is a list of four numbers")
+    return np.array(boxes, dtype=np.float64).reshape(len(boxes), 4)  # OverflowError for a 400-digit int
 
 
 def _columns(anns: list[Any], pos_of: dict[Any, int], images: list[_Image]) -> _Columns:
@@ -607,9 +626,11 @@ def _columns(anns: list[Any], pos_of: dict[Any, int], images: list[_Image]) -> _
     n = len(anns)
     try:
         img_ids = list(map(itemgetter("image_id"), anns))
+        if bool in set(map(type, img_ids)):  # True == 1: would find image 1
+            raise ValueError("an image_id is a bool")
         pos = np.fromiter(map(pos_of.get, img_ids, repeat(-1)), dtype=np.int64, count=n)
         cat = _int_column(list(map(itemgetter("category_id"), anns)))
-        xywh = np.array(list(map(itemgetter("bbox"), anns)), dtype=np.float64).reshape(n, 4)
+        xywh = _bbox_column(list(map(itemgetter("bbox"), anns)))
         cols = _Columns(pos, cat, xywh)
     except (KeyError, TypeError, ValueError, OverflowError):
         cols = _columns_one_by_one(anns, pos_of)
@@ -617,16 +638,36 @@ def _columns(anns: list[Any], pos_of: dict[Any, int], images: list[_Image]) -> _
     _shapes(anns, special, cols, images)
     for i in cols.no_bbox:
         cols.problems.setdefault(i, []).append(
-            ("box_malformed", f"expected bbox [x, y, width, height], got {str(_get(anns[i], 'bbox'))[:60]}"))
+            ("box_malformed", f"expected bbox [x, y, width, height] as four numbers, got "
+                              f"{short_repr(_get(anns[i], 'bbox'))}"))
         cols.unusable.add(i)
     _attributes(anns, special, cols)
     cols.xyxy = xywh_to_xyxy(cols.xywh)
-    if n and all(isinstance(a, dict) and "score" in a for a in anns):
-        try:
-            cols.scores = np.array([a["score"] for a in anns], dtype=np.float32)
-        except (TypeError, ValueError):
-            cols.scores = None
+    has_score = [i for i, a in enumerate(anns) if isinstance(a, dict) and "score" in a]
+    if has_score:
+        scores = _scores([anns[i]["score"] for i in has_score], has_score, cols)
+        cols.scores = scores if len(has_score) == n else None  # some with, some without: no scores
     return cols
+
+
+def _scores(values: list[Any], idx: list[int], cols: _Columns) -> NDArray[np.float32]:
+    """The ``score`` values of annotations ``idx``; one that is not a finite number is a ``score_malformed``
+    problem of its annotation (NaN kept under the keep policy)."""
+    if set(map(type, values)) <= {int, float}:
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except OverflowError:
+            arr = None
+        if arr is not None and np.isfinite(arr).all() and (np.abs(arr) < 3e38).all():
+            return arr.astype(np.float32)
+    out = np.full(len(values), np.nan, dtype=np.float32)
+    for k, (i, v) in enumerate(zip(idx, values, strict=True)):
+        if is_number(v) and math.isfinite(v) and abs(v) < 3e38:
+            out[k] = v
+        else:
+            cols.problems.setdefault(i, []).append(("score_malformed", f"expected score as a finite number, got "
+                                                                       f"{short_repr(v)}"))
+    return out
 
 
 def _columns_one_by_one(anns: list[Any], pos_of: dict[Any, int]) -> _Columns:
@@ -634,20 +675,21 @@ def _columns_one_by_one(anns: list[Any], pos_of: dict[Any, int]) -> _Columns:
     cols = _Columns(np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full((n, 4), np.nan))
     for i, a in enumerate(anns):
         if not isinstance(a, dict):
-            cols.problems.setdefault(i, []).append(("annotation_malformed", f"expected an object, got {str(a)[:60]}"))
+            cols.problems.setdefault(i, []).append(("annotation_malformed", f"expected an object, got {short_repr(a)}"))
             cols.unusable.add(i)
             continue
         img_id = a.get("image_id")
-        cols.pos[i] = pos_of.get(img_id, -1) if _hashable(img_id) else -1
-        try:
-            cols.cat[i] = _as_int(a["category_id"])
-        except (KeyError, TypeError, ValueError):
+        cols.pos[i] = pos_of.get(img_id, -1) if _is_id(img_id) else -1
+        cat = a.get("category_id")
+        if _is_int(cat):
+            cols.cat[i] = int(cat)
+        else:
             cols.problems.setdefault(i, []).append(
-                ("class_unknown", f"expected an integer category_id, got {a.get('category_id')!r}"))
+                ("class_unknown", f"expected an integer category_id, got {short_repr(cat)}"))
             cols.unusable.add(i)
         try:
-            cols.xywh[i] = np.asarray(a.get("bbox"), dtype=np.float64).reshape(4)
-        except (TypeError, ValueError):
+            cols.xywh[i] = number_array(a.get("bbox"), "bbox [x, y, width, height]", 4)
+        except ValueError:
             cols.no_bbox.add(i)
     return cols
 
@@ -674,8 +716,9 @@ def _shapes(anns: list[Any], special: list[int], cols: _Columns, images: list[_I
     for i in idx:
         try:
             shape = _shape(anns[i]["segmentation"])
-        except (ValueError, TypeError, KeyError) as e:
-            cols.problems.setdefault(i, []).append(("shape_malformed", f"segmentation not readable: {e}"))
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
+            cols.problems.setdefault(i, []).append(("shape_malformed", f"segmentation not readable: "
+                                                                       f"{short_text(str(e), 160)}"))
             continue
         cols.shapes[i] = shape
         j = int(cols.pos[i])
@@ -689,23 +732,40 @@ def _shapes(anns: list[Any], special: list[int], cols: _Columns, images: list[_I
 
 
 def _shape(seg: Any) -> Shape | None:
-    """A COCO ``segmentation`` as a `Polygon` or `RLE`; degenerate polygon rings are dropped."""
+    """A COCO ``segmentation`` as a `Polygon` or `RLE`; degenerate polygon rings are dropped.
+
+    Raises:
+        ValueError: a ring that is not a flat list of numbers, or a malformed RLE (see `RLE.from_coco`).
+    """
     if isinstance(seg, dict):
         return RLE.from_coco(seg)
     if isinstance(seg, list):
         rings = seg if seg and isinstance(seg[0], list) else [seg]
-        good = [r for r in rings if len(r) >= 6 and len(r) % 2 == 0]
-        return Polygon.from_flat(good) if good else None
+        arrays = [number_array(r, "polygon ring [x1, y1, x2, y2, ...]") for r in rings]
+        good = [a for a in arrays if len(a) >= 6 and len(a) % 2 == 0]
+        return Polygon(tuple(a.reshape(-1, 2) for a in good)) if good else None
     raise TypeError(f"expected a polygon list or an RLE object, got {type(seg).__name__}")
 
 
 def _attributes(anns: list[Any], special: list[int], cols: _Columns) -> None:
+    """``iscrowd`` (0/1 or a bool) and a CVAT-style ``attributes`` object; other values are problems."""
     for i in special:
         a = anns[i]
-        if isinstance(a, dict) and (a.get("iscrowd") or a.get("attributes")):
-            d = dict(a["attributes"]) if isinstance(a.get("attributes"), dict) else {}
-            if a.get("iscrowd"):
-                d["iscrowd"] = True
+        if not isinstance(a, dict) or not (a.get("iscrowd") or a.get("attributes")):
+            continue
+        crowd, extra = a.get("iscrowd"), a.get("attributes")
+        if crowd not in (None, 0, 1) or type(crowd) not in (type(None), int, bool):
+            cols.problems.setdefault(i, []).append(("attribute_malformed", f"expected iscrowd 0 or 1, got "
+                                                                           f"{short_repr(crowd)}"))
+            crowd = False
+        if extra and not isinstance(extra, dict):
+            cols.problems.setdefault(i, []).append(("attribute_malformed", f"expected attributes as an object, got "
+                                                                           f"{short_repr(extra)}"))
+            extra = None
+        d = dict(extra) if extra else {}
+        if crowd:
+            d["iscrowd"] = True
+        if d:
             cols.attrs[i] = d
 
 

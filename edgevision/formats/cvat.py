@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,21 @@ import numpy as np
 
 from edgevision.core.boxes import points_to_xyxy
 from edgevision.core.dataset import Dataset, ImageRecord
+from edgevision.core.errors import short_repr, short_text
 from edgevision.core.geometry import RLE, Polygon, Polyline, Shape
-from edgevision.core.io import ImageIndex, parse_xml
+from edgevision.core.io import ImageIndex
 from edgevision.core.report import Report
+from edgevision.core.safeload import MAX_IMAGE_PIXELS
 from edgevision.formats import register_format
 from edgevision.formats._readkit import (
     CheckedObjects,
     ClassCollector,
     ImageFinder,
+    declared_size,
     flag_value,
     head_matches,
     normalize_split,
+    parse_xml_file,
     read_each,
     safe_name,
     scalar_value,
@@ -62,6 +67,7 @@ _CVAT_ROOT = rb"<annotations[\s>]"
 _BOX = ("xtl", "ytl", "xbr", "ybr")
 _READ = ("box", "polygon", "polyline", "mask")
 _SKIPPED = ("points", "ellipse", "cuboid", "skeleton")
+_RUN = re.compile(r"[0-9]{1,10}")
 
 
 class CvatReadOptions(Options):
@@ -92,15 +98,30 @@ def rotated_box_xyxy(box: list[float], degrees: float) -> list[float]:
     return [cx - ex, cy - ey, cx + ex, cy + ey]
 
 
-def _floats(el: Any, names: tuple[str, ...]) -> list[float]:
+def _floats(el: Any, names: tuple[str, ...], finite: bool = True) -> list[float]:
+    """Numbers from attributes ``names``; with ``finite``, ``nan``, ``inf`` and ``1e999`` are refused
+    (box corners may be non-finite: the box checks report them as ``box_nan``)."""
     missing = [n for n in names if el.get(n) is None]
     if missing:
         raise _ShapeError("box_missing", f"<{el.tag}> lacks {', '.join(missing)}; expected {', '.join(names)}")
     try:
-        return [float(el.get(n)) for n in names]
+        values = [float(el.get(n)) for n in names]
     except ValueError:
-        raise _ShapeError("box_invalid", f"<{el.tag}> {names} must be numbers, got "
-                                         f"{[el.get(n) for n in names]}") from None
+        values = [math.nan]
+        finite = True
+    if finite and not all(map(math.isfinite, values)):
+        raise _ShapeError("box_invalid", f"<{el.tag}> {', '.join(names)} must be numbers (finite), got "
+                                         f"{short_repr([el.get(n) for n in names], 120)}")
+    return values
+
+
+def _ints(el: Any, names: tuple[str, ...]) -> list[int]:
+    """Non-negative whole numbers (at most `MAX_IMAGE_PIXELS`) from attributes ``names``."""
+    values = _floats(el, names)
+    if not all(0 <= v <= MAX_IMAGE_PIXELS and v == int(v) for v in values):
+        raise _ShapeError("shape_invalid", f"<{el.tag}> {', '.join(names)} must be whole numbers of pixels, got "
+                                           f"{short_repr([el.get(n) for n in names], 120)}")
+    return [int(v) for v in values]
 
 
 def _points(el: Any, minimum: int) -> np.ndarray:
@@ -109,20 +130,21 @@ def _points(el: Any, minimum: int) -> np.ndarray:
     try:
         pts = np.array([[float(v) for v in p.split(",")] for p in raw.split(";") if p.strip()], dtype=np.float64)
     except ValueError:
-        raise _ShapeError("shape_invalid", f"<{el.tag}> points must be 'x,y;x,y;...', got '{raw[:60]}'") from None
+        raise _ShapeError("shape_invalid", f"<{el.tag}> points must be 'x,y;x,y;...', got {short_repr(raw)}") from None
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < minimum:
-        raise _ShapeError("shape_invalid", f"<{el.tag}> needs at least {minimum} 'x,y' points, got '{raw[:60]}'")
+        raise _ShapeError("shape_invalid", f"<{el.tag}> needs at least {minimum} 'x,y' points, got {short_repr(raw)}")
     return pts
 
 
 def _cvat_mask(el: Any, size_hw: tuple[int, int]) -> RLE:
     """A CVAT ``<mask>`` as a COCO RLE over the whole ``size_hw`` image."""
-    left, top, w, h = (int(v) for v in _floats(el, ("left", "top", "width", "height")))
-    try:
-        runs = [int(v) for v in (el.get("rle") or "").split(",") if v.strip()]
-    except ValueError:
-        raise _ShapeError("shape_invalid", "<mask> rle must be comma-separated run lengths") from None
-    if sum(runs) != w * h or any(r < 0 for r in runs):
+    left, top, w, h = _ints(el, ("left", "top", "width", "height"))
+    tokens = [v.strip() for v in (el.get("rle") or "").split(",") if v.strip()]
+    if not all(_RUN.fullmatch(t) for t in tokens):
+        raise _ShapeError("shape_invalid", f"<mask> rle must be comma-separated run lengths (whole numbers), got "
+                                           f"{short_repr(el.get('rle'))}")
+    runs = [int(t) for t in tokens]
+    if sum(runs) != w * h:
         raise _ShapeError("shape_invalid", f"<mask> runs sum to {sum(runs)}, expected width x height = {w}x{h} = {w * h}")
     H, W = size_hw
     if left < 0 or top < 0 or left + w > W or top + h > H:
@@ -136,7 +158,7 @@ def _cvat_mask(el: Any, size_hw: tuple[int, int]) -> RLE:
 def _geometry(el: Any, size_hw: tuple[int, int]) -> tuple[list[float], Shape | None]:
     """Box and shape of one CVAT shape element."""
     if el.tag == "box":
-        box = _floats(el, _BOX)
+        box = _floats(el, _BOX, finite=False)
         rot = _floats(el, ("rotation",))[0] if el.get("rotation") is not None else 0.0
         return (rotated_box_xyxy(box, rot) if rot % 360 else box), None
     if el.tag == "polygon":
@@ -157,9 +179,9 @@ def _attributes(el: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     if el.get("occluded") is not None:
         attrs["occluded"] = flag_value(el.get("occluded"))
-    rot = el.get("rotation")
-    if rot is not None and float(rot) % 360:
-        attrs["rotation"] = float(rot)
+    rot = _floats(el, ("rotation",))[0] if el.get("rotation") is not None else 0.0
+    if rot % 360:
+        attrs["rotation"] = rot
     if el.get("group_id") is not None:
         attrs["group_id"] = scalar_value(el.get("group_id"))
     for a in el.findall("attribute"):
@@ -218,10 +240,7 @@ class _Reader:
             report.error("path_empty", where, "<image> has no name; expected name=\"file.jpg\"")
         requested = safe_name(raw, where, report) if raw else None
         image = self.finder.find(self.index, requested, None, where)
-        try:
-            declared: tuple[int, int] | None = (int(el.get("height") or 0), int(el.get("width") or 0))
-        except ValueError:
-            declared = None
+        declared = declared_size(el.get("height"), el.get("width"), where, report, text=True)
         size = settle_size(declared, image, where, report, check=self.options.check_image_sizes)
         if size is None:
             return None
@@ -236,7 +255,8 @@ class _Reader:
             elif child.tag in _READ:
                 self._shape(child, owhere, size, objs)
             else:
-                report.warning("shape_unsupported", owhere, f"<{child.tag}> ({child.get('label')}) has no box; skipped")
+                report.warning("shape_unsupported", owhere, f"<{short_text(str(child.tag), 40)}> "
+                                                            f"({short_repr(child.get('label'))}) has no box; skipped")
         meta: dict[str, Any] = {"source_id": scalar_value(el.get("id"))} | ({"tags": tags} if tags else {})
         subset = el.get("subset")
         split = normalize_split(subset) if subset is not None else self.subsets.get(el.get("task_id"),
@@ -251,12 +271,13 @@ class _Reader:
             return
         try:
             box, shape = _geometry(el, size)
+            attributes = _attributes(el)
         except _ShapeError as e:
-            self.report.error(e.code, where, f"{label}: {e}")
+            self.report.error(e.code, where, f"{short_text(label, 100)}: {e}")
             return
         cid = self.classes.id_of(label, where, self.report)
         if cid is not None:
-            objs.add_at(where, box, cid, shape=shape, attributes=_attributes(el))
+            objs.add_at(where, box, cid, shape=shape, attributes=attributes)
 
 
 class CvatFormat(Format):
@@ -279,9 +300,10 @@ class CvatFormat(Format):
         xml = _annotation_file(path)
         if xml is None:
             report.fatal("format_mismatch", str(path), "no CVAT annotations.xml (root <annotations>) found here")
-        root = parse_xml(xml)
+        root = parse_xml_file(xml)
         if root.tag != "annotations":
-            report.fatal("format_mismatch", str(xml), f"root element is <{root.tag}>, expected <annotations>")
+            report.fatal("format_mismatch", str(xml), f"root element is <{short_text(str(root.tag), 40)}>, "
+                                                      "expected <annotations>")
         if root.find("image") is None and root.find("track") is not None:
             report.fatal("format_unsupported", str(xml), "CVAT for video (<track>) is not supported; "
                                                         "export the task as 'CVAT for images 1.1'")
@@ -289,7 +311,7 @@ class CvatFormat(Format):
         images = xml.parent / "images"
         r = _Reader(xml, options, report, ImageIndex(images if images.is_dir() else xml.parent),
                     ClassCollector(_labels(meta)), _task_subsets(meta))
-        items = [(el, f"{xml}:image[{i}] '{el.get('name')}'") for i, el in enumerate(root.iterfind("image"))]
+        items = [(el, f"{xml}:image[{i}] {short_repr(el.get('name'), 100)}") for i, el in enumerate(root.iterfind("image"))]
         records = read_each(items, lambda it: it[1], lambda it: r.read_image(*it), report)
         log.info("read %d CVAT images from %s", len(records), xml)
         return Dataset(labels=r.classes.finish(records), images=records, root=xml.parent, meta={"format": self.name})

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 from dataclasses import dataclass
 from itertools import islice
@@ -40,18 +39,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgevision.core.dataset import Dataset, ImageRecord
-from edgevision.core.errors import DatasetError
+from edgevision.core.errors import DatasetError, short_repr
 from edgevision.core.geometry import Polygon
-from edgevision.core.io import ImageIndex, load_json
+from edgevision.core.io import ImageIndex
 from edgevision.core.report import Report
+from edgevision.core.safeload import image_size, load_json
 from edgevision.formats import register_format
 from edgevision.formats._readkit import (
     CheckedObjects,
     ClassCollector,
     ImageFinder,
     Unannotated,
+    declared_size,
+    files_under,
     head_matches,
     load_or_report,
+    point_array,
     read_each,
     safe_name,
     settle_size,
@@ -85,19 +88,11 @@ def _is_labelme(data: Any) -> bool:
     return isinstance(data, dict) and "shapes" in data and "imagePath" in data
 
 
-def _json_files(path: Path) -> list[Path]:
+def _json_files(path: Path, report: Report) -> list[Path]:
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(path).parts))
-
-
-def _points(raw: Any) -> NDArray[np.float64] | None:
-    """``(K, 2)`` float points from ``[[x, y], ...]``, or None when malformed."""
-    try:
-        pts = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return pts if pts.ndim == 2 and pts.shape[1] == 2 and len(pts) > 0 else None
+    return [p for p in files_under(path, report) if p.suffix.lower() == ".json"
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)]
 
 
 def _geometry(kind: str, pts: NDArray[np.float64]) -> tuple[list[float], Polygon | None] | str:
@@ -117,32 +112,44 @@ def _geometry(kind: str, pts: NDArray[np.float64]) -> tuple[list[float], Polygon
     return [float(v) for v in box], (Polygon((pts,)) if kind == "polygon" else None)
 
 
-def _shape_attributes(shape: dict[str, Any]) -> dict[str, Any]:
+def _shape_attributes(shape: dict[str, Any], where: str, report: Report) -> dict[str, Any]:
+    """``group_id`` (an integer), ``flags`` (an object), ``description`` (a string) and ``difficult``
+    (a bool or 0/1), as LabelMe writes them; another type is an ``attribute_malformed`` error."""
     attrs: dict[str, Any] = {}
-    if shape.get("group_id") is not None:
-        attrs["group_id"] = shape["group_id"]
-    if shape.get("flags"):
-        attrs["flags"] = dict(shape["flags"])
-    if shape.get("description"):
-        attrs["description"] = str(shape["description"])
-    if "difficult" in shape:
-        attrs["difficult"] = bool(shape["difficult"])
+    checks = (("group_id", lambda v: type(v) is int), ("flags", lambda v: isinstance(v, dict)),
+              ("description", lambda v: isinstance(v, str)), ("difficult", lambda v: v in (0, 1) and type(v) in (int, bool)))
+    for key, ok in checks:
+        value = shape.get(key)
+        if value is None or (key in ("flags", "description") and not value):  # absent or empty
+            continue
+        if not ok(value):
+            report.error("attribute_malformed", where, f"expected '{key}' as LabelMe writes it "
+                                                       f"({_ATTR_TYPES[key]}), got {short_repr(value)}")
+            continue
+        attrs[key] = bool(value) if key == "difficult" else dict(value) if key == "flags" else value
     return attrs
 
 
-def _embedded_size(data: dict[str, Any], where: str, report: Report) -> tuple[int, int] | None:
-    """``(h, w)`` of the base64 ``imageData`` image; None (after an error) when it does not decode."""
-    from PIL import Image, UnidentifiedImageError
+_ATTR_TYPES = {"group_id": "an integer or null", "flags": "an object", "description": "a string",
+               "difficult": "true/false"}
 
-    try:
-        raw = base64.b64decode(str(data["imageData"]), validate=False)
-        with Image.open(io.BytesIO(raw)) as im:
-            w, h = im.size
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
-        report.error("image_corrupt", where, f"imageData does not decode to an image ({e.__class__.__name__}); "
-                                             "add the image file or re-save the JSON")
+
+def _embedded_size(data: dict[str, Any], where: str, report: Report) -> tuple[int, int] | None:
+    """``(h, w)`` of the base64 ``imageData`` image, from its header only (bounded, see
+    `edgevision.core.safeload.image_size`); None after an error when it does not decode or is too large."""
+    raw = data["imageData"]
+    if not isinstance(raw, str):
+        report.error("image_corrupt", where, f"expected imageData as a base64 string, got {short_repr(raw)}")
         return None
-    return int(h), int(w)
+    try:
+        return image_size(base64.b64decode(raw, validate=False), where, "imageData")
+    except (binascii.Error, ValueError) as e:
+        report.error("image_corrupt", where, f"imageData does not decode to an image (not base64: "
+                                             f"{e.__class__.__name__}); add the image file or re-save the JSON")
+    except DatasetError as e:
+        detail = e.detail if e.code == "image_too_large" else f"imageData does not decode to an image ({e.detail})"
+        report.error(e.code or "image_corrupt", where, f"{detail}; add the image file or re-save the JSON")
+    return None
 
 
 @dataclass
@@ -163,26 +170,36 @@ class _Reader:
             report.warning("json_not_labelme", where, "no 'shapes' and 'imagePath' keys; not a LabelMe file, skipped")
             return None
         rel = jpath.relative_to(self.root)
-        raw = str(data.get("imagePath") or "")
+        raw = data.get("imagePath") or ""
+        if not isinstance(raw, str):
+            report.error("path_malformed", where, f"expected imagePath as a string, got {short_repr(raw)}")
+            raw = ""
         requested = safe_name(raw, where, report, base=rel.parent.as_posix()) if raw.strip() else None
         image = self.finder.find(self.index, requested, rel.with_suffix("").as_posix(), where)
-        declared = _declared_size(data)
+        declared = declared_size(data.get("imageHeight"), data.get("imageWidth"), where, report,
+                                 names=("imageHeight", "imageWidth"))
         meta: dict[str, Any] = {"annotation": rel.as_posix()}
         if image is None and data.get("imageData"):
             declared = _embedded_size(data, where, report)
             meta["embedded_image"] = rel.as_posix()
-            report.warning("image_embedded", where, f"image file '{raw}' not found; size read from the embedded "
-                                                    "imageData, which writers do not copy")
+            report.warning("image_embedded", where, f"image file {short_repr(raw, 100)} not found; size read from "
+                                                    "the embedded imageData, which writers do not copy")
         size = settle_size(declared, image, where, report, check=self.options.check_image_sizes)
         if size is None:
             return None
         if image is None and "embedded_image" not in meta:
-            report.warning("image_missing", where, f"image '{raw}' not found; kept with imageHeight/imageWidth "
-                                                   "and no image file")
-        if data.get("flags"):
-            meta["flags"] = dict(data["flags"])
+            report.warning("image_missing", where, f"image {short_repr(raw, 100)} not found; kept with "
+                                                   "imageHeight/imageWidth and no image file")
+        flags = data.get("flags")
+        if flags and not isinstance(flags, dict):
+            report.error("attribute_malformed", where, f"expected flags as an object, got {short_repr(flags)}")
+        elif flags:
+            meta["flags"] = dict(flags)
         objs = CheckedObjects(size, report)
-        shapes = data["shapes"] if isinstance(data["shapes"], list) else []
+        shapes = data["shapes"]
+        if not isinstance(shapes, list):
+            report.error("shape_invalid", where, f"expected shapes as a list, got {short_repr(shapes)}")
+            shapes = []
         for i, shape in enumerate(shapes):
             self._shape(shape, f"{where}:shape[{i}]", objs)
         name = self.finder.claim(image, requested or rel.with_suffix("").as_posix(), self.index, where)
@@ -194,31 +211,34 @@ class _Reader:
         if not isinstance(shape, dict):
             report.error("shape_invalid", where, f"expected a shape object, got {type(shape).__name__}")
             return
-        kind = str(shape.get("shape_type") or "polygon")
-        label = str(shape.get("label") or "").strip()
+        kind, label = shape.get("shape_type") or "polygon", shape.get("label")
+        if not isinstance(kind, str):
+            report.error("shape_invalid", where, f"expected shape_type as a string, got {short_repr(kind)}")
+            return
+        if label is not None and not isinstance(label, str):
+            report.error("class_malformed", where, f"expected label as a string (a class name), got {short_repr(label)}")
+            return
+        label = (label or "").strip()
         if kind in _SKIPPED or kind not in ("rectangle", "polygon", "circle"):
-            report.warning("shape_unsupported", where, f"shape_type '{kind}' ({label}) has no box; skipped")
+            report.warning("shape_unsupported", where, f"shape_type {short_repr(kind)} ({short_repr(label)}) has no "
+                                                       "box; skipped")
             return
         if not label:
             report.error("class_missing", where, "shape has no label; expected a class name")
             return
-        pts = _points(shape.get("points"))
-        geo = "points must be a list of [x, y] pairs" if pts is None else _geometry(kind, pts)
+        try:
+            geo = _geometry(kind, point_array(shape.get("points"), 1))
+        except ValueError as e:
+            geo = str(e)
         if isinstance(geo, str):
-            report.error("shape_invalid", where, f"{kind} '{label}': {geo}")
+            report.error("shape_invalid", where, f"{kind} {short_repr(label)}: {geo}")
             return
         if kind == "circle":
-            report.info("circle_as_box", where, f"circle '{label}' read as the box around it")
+            report.info("circle_as_box", where, f"circle {short_repr(label)} read as the box around it")
+        attributes = _shape_attributes(shape, where, report)
         cid = self.classes.id_of(label, where, report)
         if cid is not None:
-            objs.add_at(where, geo[0], cid, shape=geo[1], attributes=_shape_attributes(shape))
-
-
-def _declared_size(data: dict[str, Any]) -> tuple[int, int] | None:
-    try:
-        return int(data.get("imageHeight") or 0), int(data.get("imageWidth") or 0)
-    except (TypeError, ValueError):
-        return None
+            objs.add_at(where, geo[0], cid, shape=geo[1], attributes=attributes)
 
 
 class LabelmeFormat(Format):
@@ -249,7 +269,7 @@ class LabelmeFormat(Format):
         assert isinstance(options, LabelmeReadOptions)
         root = path.parent if path.is_file() else path
         r = _Reader(root, options, report, ImageIndex(root), ClassCollector(options.classes), ImageFinder(report))
-        files = _json_files(path)
+        files = _json_files(path, report)
         if not files:
             report.fatal("format_mismatch", str(path), "no LabelMe .json files found; expected one JSON per image")
         records = read_each(files, str, r.read_file, report)

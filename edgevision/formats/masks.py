@@ -74,11 +74,13 @@ from numpy.typing import NDArray
 from pydantic import Field, field_validator, model_validator
 
 from edgevision.core.dataset import SPLITS, Dataset, ImageRecord, LabelMap
+from edgevision.core.errors import DatasetError, FileAccessError, short_repr
 from edgevision.core.geometry import Polygon
 from edgevision.core.io import is_image
 from edgevision.core.report import Report
+from edgevision.core.safeload import image_size
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, ClassCollector, header_size, sub_folder
+from edgevision.formats._readkit import CheckedObjects, ClassCollector, files_under, header_size, sub_folder
 from edgevision.formats.base import Detection, Format, Options
 
 log = logging.getLogger(__name__)
@@ -222,8 +224,8 @@ class _ImageKeys:
         return self.by_stem.get(PurePosixPath(keys[0]).name, [])
 
 
-def _files(folder: Path) -> Iterator[Path]:
-    return (p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith("."))
+def _files(folder: Path, report: Report) -> Iterator[Path]:
+    return (p for p in files_under(folder, report) if not p.name.startswith("."))
 
 
 def _split_of(image_dir: str) -> str | None:
@@ -289,7 +291,7 @@ class _Reader:
     def masks(self, mask_root: Path) -> list[_Mask]:
         end = (self.opts.mask_suffix + self.opts.mask_ext).lower()
         out = []
-        for p in _files(mask_root):
+        for p in _files(mask_root, self.report):
             if not p.name.lower().endswith(end) or len(p.name) == len(end):
                 continue
             rel = p.relative_to(mask_root).as_posix()
@@ -301,7 +303,7 @@ class _Reader:
                 continue
             with self.report.guard(str(p)):
                 self.report.error("mask_class_missing", str(p),
-                                  f"per-class layout expects <mask_dir>/<class>/<name>{end}, got '{rel}'; "
+                                  f"per-class layout expects <mask_dir>/<class>/<name>{end}, got {short_repr(rel, 100)}; "
                                   "move the mask into its class folder or set 'values' for label maps")
         return out
 
@@ -316,7 +318,7 @@ class _Reader:
         dirs = self.opts.image_dirs
         for rel in dirs:
             folder = sub_folder(self.root, rel, "image_dir", self.report)
-            for p in _files(folder):
+            for p in _files(folder, self.report):
                 if is_image(p) and p not in is_mask and p not in found:
                     keys.add(p.relative_to(folder).with_suffix("").as_posix(), p)
                     found[p] = (p.relative_to(self.root if len(dirs) > 1 else folder).as_posix(), _split_of(rel))
@@ -367,7 +369,30 @@ class _Reader:
         import cv2
 
         where = str(m.path)
-        arr = cv2.imdecode(np.fromfile(m.path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        try:  # the header first: a mask is decoded only when its size is its image's (bounded memory)
+            h, w = image_size(m.path, where, "mask")
+            data = np.fromfile(m.path, dtype=np.uint8)
+        except DatasetError as e:
+            self.report.error("mask_corrupt" if e.code == "image_corrupt" else e.code or "mask_corrupt", where, e.detail)
+            return None
+        except OSError as e:
+            err = FileAccessError.from_os_error(e, m.path)
+            self.report.error(err.code or "file_unreadable", where, err.detail)
+            return None
+        if (h, w) != size_hw:
+            self.report.error("mask_size_mismatch", where, f"mask is {w}x{h} (WxH) but its image is "
+                                                           f"{size_hw[1]}x{size_hw[0]}; expected equal sizes")
+            return None
+        from edgevision.runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, ImageTooLargeError, check_image_header
+
+        try:  # the pixel count from the header, before any decoder allocates it
+            check_image_header(data, DEFAULT_MAX_PIXELS, "the header")
+            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except ImageTooLargeError as e:
+            self.report.error("image_too_large", where, f"mask {e}")
+            return None
+        except (cv2.error, ImageReadError):
+            arr = None
         if arr is None:
             self.report.error("mask_corrupt", where, "mask is not a readable image; expected a PNG/BMP/TIFF mask")
             return None
@@ -407,7 +432,7 @@ class _Reader:
         name = self.value_class.get(int(value)) if float(value).is_integer() else None
         if name is None:
             self.report.error("class_unknown", where, f"pixel value {value:g} is not in 'values' "
-                                                      f"{self.value_class}; add it or fix the label map")
+                                                      f"{short_repr(self.value_class, 120)}; add it or fix the label map")
             return None
         return self.classes.id_of(name, where, self.report)
 

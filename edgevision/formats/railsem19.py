@@ -36,11 +36,22 @@ from numpy.typing import NDArray
 
 from edgevision.core.boxes import points_to_xyxy
 from edgevision.core.dataset import Dataset, ImageRecord
+from edgevision.core.errors import DatasetError, short_repr, short_text
 from edgevision.core.geometry import Polygon, Polyline
-from edgevision.core.io import ImageIndex, load_json, safe_relpath
+from edgevision.core.io import ImageIndex, safe_relpath
 from edgevision.core.report import Report
+from edgevision.core.safeload import load_json
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, ClassCollector, load_or_report, safe_name, settle_size
+from edgevision.formats._readkit import (
+    CheckedObjects,
+    ClassCollector,
+    declared_size,
+    load_or_report,
+    number_array,
+    point_array,
+    safe_name,
+    settle_size,
+)
 from edgevision.formats.base import Detection, Format, Options
 
 log = logging.getLogger(__name__)
@@ -69,19 +80,12 @@ def _is_frame(data: Any) -> bool:
 
 
 def _points(raw: Any, least: int) -> NDArray[np.float64]:
-    """``(K, 2)`` points from ``[[x, y], ...]``.
+    """``(K, 2)`` points from ``[[x, y], ...]``, checked strictly (see `point_array`).
 
     Raises:
         ValueError: not a list of numeric pairs, non-finite values, or fewer than ``least`` points.
     """
-    try:
-        pts = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("expected a list of [x, y] number pairs") from None
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"expected a list of [x, y] pairs, got an array of shape {pts.shape}")
-    if len(pts) < least:
-        raise ValueError(f"expected at least {least} points, got {len(pts)}")
+    pts = point_array(raw, least)
     if not np.all(np.isfinite(pts)):
         raise ValueError("points hold a non-finite value")
     return pts
@@ -91,15 +95,9 @@ def _box(raw: Any) -> NDArray[np.float64]:
     """``[x1, y1, x2, y2]`` as a ``(4,)`` array.
 
     Raises:
-        ValueError: not a list of four numbers.
+        ValueError: not a list of four numbers (bools, strings and nested lists are not).
     """
-    try:
-        box = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        box = None
-    if box is None or box.shape != (4,):
-        raise ValueError(f"expected [x1, y1, x2, y2], got {str(raw)[:60]}")
-    return box
+    return number_array(raw, "[x1, y1, x2, y2]", 4)
 
 
 @dataclass
@@ -125,15 +123,18 @@ class _Reader:
             report.error("json_not_railsem19", where, "expected a RailSem19 frame object with 'frame' and an "
                                                       "'objects' list")
             return None
+        if not isinstance(data["frame"], (str, int)) or isinstance(data["frame"], bool):
+            report.error("path_malformed", where, f"expected frame as a name like 'rs00000', got {short_repr(data['frame'])}")
+            return None
         frame = safe_name(str(data["frame"]), where, report)
         image = self.index.find(f"{frame}.jpg") if frame else None  # any extension matches by stem
         if image is None:
-            report.error("image_missing", where, f"image for frame '{data['frame']}' not found; expected "
-                                                 f"{self.opts.image_dir}/{data['frame']}.jpg")
+            report.error("image_missing", where, f"image for frame {short_repr(data['frame'])} not found; expected "
+                                                 f"{self.opts.image_dir}/{short_text(str(data['frame']), 80)}.jpg")
             return None
-        declared = (data.get("imgHeight"), data.get("imgWidth"))
-        valid = all(isinstance(v, int) and v > 0 for v in declared)
-        size = settle_size(declared if valid else None, image, where, report, check=False)  # type: ignore[arg-type]
+        declared = declared_size(data.get("imgHeight"), data.get("imgWidth"), where, report,
+                                 names=("imgHeight", "imgWidth"))
+        size = settle_size(declared, image, where, report, check=False)
         if size is None:
             return None
         objs = CheckedObjects(size, report)
@@ -147,11 +148,12 @@ class _Reader:
         label = obj.get("label") if isinstance(obj, dict) else None
         kind = next((k for k in _GEOMETRY if isinstance(obj, dict) and k in obj), None)
         if not isinstance(label, str) or not label or kind is None:
-            report.error("object_malformed", where, f"expected an object with a 'label' and one of {list(_GEOMETRY)}, "
-                                                    f"got keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+            got = f"keys {short_repr(sorted(obj), 100)}" if isinstance(obj, dict) else type(obj).__name__
+            report.error("object_malformed", where, f"expected an object with a string 'label' and one of "
+                                                    f"{list(_GEOMETRY)}, got {got}")
             return
         if self.opts.classes is not None and label not in self.opts.classes:
-            self.skipped[f"class '{label}'"] += 1
+            self.skipped[f"class {short_repr(label)}"] += 1
             return
         if kind.startswith("polyline") and self.opts.polylines == "skip":
             self.skipped[kind] += 1
@@ -234,7 +236,7 @@ class RailSem19Format(Format):
             return None
         try:
             ok = _is_frame(load_json(found[1][0]))
-        except Exception:  # noqa: BLE001 - any unreadable file simply does not match
+        except DatasetError:  # an unreadable or malformed file simply does not match
             return None
         return Detection(0.9, f"RailSem19 frame JSON ({found[1][0].name}: 'frame', 'objects')") if ok else None
 

@@ -33,20 +33,23 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
+from edgevision.core.errors import short_repr, short_text
 from edgevision.core.geometry import RLE
 from edgevision.core.io import ImageIndex, safe_relpath
 from edgevision.core.report import Report
+from edgevision.core.safeload import MAX_IMAGE_PIXELS
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, header_size, safe_name, sub_folder
+from edgevision.formats._readkit import CheckedObjects, header_size, read_head, safe_name, sub_folder
 from edgevision.formats.base import Detection, Format, Options
 from edgevision.formats.masks import mask_components
 
@@ -58,6 +61,9 @@ _HEADERS = {
     ("imageid", "encodedpixels"): "single",
 }
 _IMAGE_DIRS = ("train_images", "images")
+_RUN_VALUE = re.compile(r"-?[0-9]{1,9}")
+_CLASS_ID = re.compile(r"-?[0-9]{1,18}")
+"""A run start or length: an integer that fits an image (`MAX_IMAGE_PIXELS` has 9 digits)."""
 
 
 class RleCsvReadOptions(Options):
@@ -84,6 +90,13 @@ class RleCsvReadOptions(Options):
     connectivity: Literal[4, 8] = 8
     min_area: int = Field(1, ge=1)
 
+    @field_validator("size_hw")
+    @classmethod
+    def _bounded_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not (v[0] >= 1 and v[1] >= 1 and v[0] * v[1] <= MAX_IMAGE_PIXELS):
+            raise ValueError(f"expected [height, width], both at least 1, at most {MAX_IMAGE_PIXELS:,} pixels; got {list(v)}")
+        return v
+
 
 @dataclass
 class _Row:
@@ -104,11 +117,12 @@ def parse_runs(text: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         ValueError: non-numeric values, an odd count, a start below 1 or a length below 1.
     """
     tokens = text.split()
-    try:
-        nums = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise ValueError(f"EncodedPixels value '{bad[:20]}' is not an integer") from None
+    bad = next((t for t in tokens if not _RUN_VALUE.fullmatch(t)), None)
+    if bad is not None:
+        what = "is out of range" if re.fullmatch(r"[-+]?[0-9]+", bad) else "is not an integer"
+        raise ValueError(f"EncodedPixels value {short_repr(bad, 24)} {what}; expected pixel numbers and run lengths "
+                         f"up to {MAX_IMAGE_PIXELS:,}")
+    nums = np.array([int(t) for t in tokens], dtype=np.int64)
     if len(nums) % 2:
         raise ValueError(f"EncodedPixels has an odd number of values ({len(nums)}); expected start/length pairs")
     starts, lengths = nums[0::2], nums[1::2]
@@ -151,11 +165,10 @@ def _find_csv(path: Path, opts: RleCsvReadOptions, report: Report) -> Path:
 
 def _sniff_header(path: Path) -> str | None:
     """The header layout of a CSV file, or None when it is not an RLE CSV."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            first = f.readline()
-    except (OSError, UnicodeDecodeError):
+    head = read_head(path, 4096)
+    if head is None:
         return None
+    first = head.split(b"\n", 1)[0].decode("utf-8-sig", "replace")
     return _HEADERS.get(tuple(c.strip().lower() for c in first.split(",")))
 
 
@@ -201,11 +214,10 @@ class _Reader:
             row.problem = ("csv_malformed", f"expected {width} columns, got {len(cells)}; the line is truncated or "
                                             "has extra commas")
             return
-        try:
-            row.class_id = int(class_text.strip())
-        except ValueError:
-            row.problem = ("class_malformed", f"ClassId '{class_text.strip()[:20]}' is not an integer")
+        if not _CLASS_ID.fullmatch(class_text.strip()):
+            row.problem = ("class_malformed", f"ClassId {short_repr(class_text.strip(), 24)} is not an integer")
             return
+        row.class_id = int(class_text.strip())
         if self.opts.class_names is not None and row.class_id not in self.opts.class_names:
             row.problem = ("class_unknown", f"ClassId {row.class_id} is not in class_names "
                                             f"{sorted(self.opts.class_names)}; add it to class_names")
@@ -220,7 +232,7 @@ class _Reader:
     def record(self, image_id: str, image: Path | None, folder: Path, name_ids: dict[int, int]) -> ImageRecord | None:
         rows = self.rows.get(image_id, [])
         good = [r for r in rows if self._ok(r)]
-        where = f"{self.csv_path}:{rows[0].line} ImageId {image_id}" if rows else str(image)
+        where = f"{self.csv_path}:{rows[0].line} ImageId {short_text(image_id, 100)}" if rows else str(image)
         if image is None and self.opts.size_hw is None:
             return None  # image_missing was reported (keep policy)
         size = self.opts.size_hw or header_size(image, where, self.report)  # type: ignore[arg-type]
@@ -236,7 +248,7 @@ class _Reader:
 
     def _ok(self, row: _Row) -> bool:
         if row.problem is not None:
-            self.report.error(row.problem[0], f"{self.csv_path}:{row.line}", f"ImageId {row.image_id}: {row.problem[1]}")
+            self.report.error(row.problem[0], f"{self.csv_path}:{row.line}", f"ImageId {short_text(row.image_id, 100)}: {row.problem[1]}")
         return row.problem is None
 
     def _class_mask(self, rows: list[_Row], image_id: str, size_hw: tuple[int, int]) -> NDArray[np.bool_] | None:
@@ -245,7 +257,7 @@ class _Reader:
             try:
                 mask |= decode_runs(r.starts, r.lengths, size_hw)
             except ValueError as e:
-                self.report.error("rle_out_of_range", f"{self.csv_path}:{r.line}", f"ImageId {image_id}: {e}")
+                self.report.error("rle_out_of_range", f"{self.csv_path}:{r.line}", f"ImageId {short_text(image_id, 100)}: {e}")
         return mask
 
     def _add(self, objs: CheckedObjects, mask: NDArray[np.bool_], class_id: int, where: str) -> None:
@@ -324,7 +336,7 @@ class RleCsvFormat(Format):
         image = index.find(name) if name else None
         if image is None:
             folder = index.roots[0] if index.roots else "the image folder"
-            report.error("image_missing", where, f"ImageId {image_id or '(empty)'}: image not found in {folder}")
+            report.error("image_missing", where, f"ImageId {short_text(image_id, 100) or '(empty)'}: image not found in {folder}")
         return image
 
 

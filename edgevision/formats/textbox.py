@@ -45,6 +45,7 @@ recipe.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ from pydantic import Field, field_validator
 
 from edgevision.core.boxes import as_boxes, cxcywh_norm_to_xyxy, xywh_to_xyxy
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
-from edgevision.core.errors import UnknownNameError
+from edgevision.core.errors import FileAccessError, UnknownNameError, short_repr
 from edgevision.core.io import IMAGE_EXTS, ImageIndex, safe_relpath
 from edgevision.core.report import Report
 from edgevision.formats import register_format
@@ -64,6 +65,7 @@ from edgevision.formats._readkit import (
     ClassCollector,
     ImageFinder,
     Unannotated,
+    files_under,
     flag_value,
     header_size,
     normalize_split,
@@ -243,7 +245,7 @@ class _Reader:
         if self.opts.list_files:
             return [it for split, rel in self.opts.list_files.items() for it in self._listed(split, rel)]
         ext = self.opts.label_ext.lower()
-        files = sorted(p for p in self.label_root.rglob("*") if p.is_file() and p.name.lower().endswith(ext))
+        files = [p for p in files_under(self.label_root, self.report) if p.name.lower().endswith(ext)]
         return [self._item(p) for p in files]
 
     def _item(self, label: Path, split: str | None = None) -> _Item:
@@ -310,6 +312,10 @@ class _Reader:
         except UnicodeDecodeError as e:
             report.error("text_malformed", where, f"not UTF-8 text ({e.reason}); save the label file as UTF-8")
             return None
+        except OSError as e:  # a label file it may not read: an error of this image, under the policy
+            err = FileAccessError.from_os_error(e, item.label)
+            report.error(err.code or "file_unreadable", where, err.detail)
+            return None
         objs = CheckedObjects(size, report)
         lines = text.splitlines()
         for n, line in enumerate(lines[self.opts.skip_header_lines:], self.opts.skip_header_lines + 1):
@@ -345,10 +351,14 @@ class _Reader:
         except ValueError:
             self.report.error("value_malformed", where, f"box and score columns must be numbers; got '{stripped[:80]}'")
             return
+        if score is not None and not math.isfinite(score):
+            self.report.error("value_malformed", where, f"score must be a finite number, got {short_repr(values['score'])}")
+            return
         box = _TO_XYXY[cols.layout](np.array([coords]))[0]
         if self.opts.normalized:
             h, w = objs.size_hw or (1, 1)
-            box = box * np.array([w, h, w, h])
+            with np.errstate(over="ignore", invalid="ignore"):  # 1e308: inf, reported as box_nan
+                box = box * np.array([w, h, w, h])
         attrs = {a: flag_value(values[a]) if a == "difficult" else scalar_value(values[a]) for a in _ATTRS if a in values}
         objs.add_at(where, box, cid, attributes=attrs, score=score)
 
@@ -361,8 +371,9 @@ class _Reader:
             self.ignored[token] += 1
             return None
         if name is None:
-            self.report.error("class_unknown", where, f"class '{token}' is not in class_names "
-                                                      f"{sorted(self.table or {})}; add it or list it in ignore_classes")
+            self.report.error("class_unknown", where, f"class {short_repr(token)} is not in class_names "
+                                                      f"{short_repr(sorted(self.table or {}), 120)}; add it or list it in "
+                                                      "ignore_classes")
             return None
         return self.classes.id_of(name, where, self.report)
 

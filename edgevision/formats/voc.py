@@ -50,8 +50,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgevision.core.dataset import Dataset, ImageRecord
-from edgevision.core.errors import ConfigError
-from edgevision.core.io import ImageIndex, is_image, parse_xml, place_image
+from edgevision.core.errors import ConfigError, short_repr
+from edgevision.core.io import ImageIndex, is_image, place_image
 from edgevision.core.report import Report
 from edgevision.formats import register_format
 from edgevision.formats._readkit import (
@@ -59,10 +59,12 @@ from edgevision.formats._readkit import (
     ClassCollector,
     ImageFinder,
     Unannotated,
+    declared_size,
     flag_value,
     head_matches,
     load_or_report,
     normalize_split,
+    parse_xml_file,
     read_each,
     safe_name,
     scalar_value,
@@ -175,7 +177,11 @@ def _set_splits(tree: Path, report: Report) -> dict[str, str]:
     for split, path in lists.items():
         if split == "trainval" and {"train", "val"} & set(lists):
             continue
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            report.fatal("text_malformed", str(path), f"split list is not UTF-8 text ({e.reason}); expected one id per line")
+        for line in text.splitlines():
             ident = line.strip()
             if not ident:
                 continue
@@ -186,17 +192,16 @@ def _set_splits(tree: Path, report: Report) -> dict[str, str]:
     return out
 
 
-def _size_hw(el: Any) -> tuple[tuple[int, int] | None, dict[str, Any]]:
-    """Declared ``(h, w)`` (None when absent or not numbers) and ``{"depth": d}`` when given."""
+def _size_hw(el: Any, where: str, report: Report) -> tuple[tuple[int, int] | None, dict[str, Any]]:
+    """Declared ``(h, w)`` (None when absent or zero; a ``size_invalid`` error when not a whole number of
+    pixels, see `declared_size`) and ``{"depth": d}`` when given."""
     size = el.find("size")
     if size is None:
         return None, {}
     depth = size.findtext("depth", "").strip()
-    meta = {"depth": int(depth)} if depth.isdigit() else {}
-    try:
-        return (int(float(size.findtext("height", "0"))), int(float(size.findtext("width", "0")))), meta
-    except ValueError:
-        return None, meta
+    meta = {"depth": int(depth)} if depth.isdigit() and len(depth) < 6 else {}
+    return declared_size(size.findtext("height"), size.findtext("width"), where, report, text=True,
+                         names=("<height>", "<width>")), meta
 
 
 def _attributes(obj: Any) -> dict[str, Any]:
@@ -227,7 +232,7 @@ def _box(obj: Any, where: str, report: Report) -> list[float] | None:
         xmin, ymin, xmax, ymax = (float(bb.findtext(t)) for t in _COORDS)
     except ValueError:
         got = {t: bb.findtext(t) for t in _COORDS}
-        report.error("box_invalid", where, f"<bndbox> values must be numbers, got {got}")
+        report.error("box_invalid", where, f"<bndbox> values must be numbers, got {short_repr(got, 160)}")
         return None
     return [xmin - 1, ymin - 1, xmax, ymax]
 
@@ -269,24 +274,25 @@ class _Reader:
 
     def read_file(self, xml: Path, folder: _AnnFolder) -> ImageRecord | None:
         where, report = str(xml), self.report
-        el = load_or_report(parse_xml, xml, report)
+        el = load_or_report(parse_xml_file, xml, report)
         if el is None:
             return None
         if el.tag != "annotation":
-            report.warning("xml_not_voc", where, f"root element is <{el.tag}>, expected <annotation>; file skipped")
+            report.warning("xml_not_voc", where, f"root element is <{short_repr(el.tag)}>, expected <annotation>; "
+                                                 "file skipped")
             return None
         raw = (el.findtext("filename") or "").strip()
         if not raw:
             report.info("filename_missing", where, "<filename> is missing or empty; the XML file's stem is used")
         requested = safe_name(raw, where, report) if raw else None
         image = self.finder.find(folder.index, requested, xml.stem, where)
-        declared, meta = _size_hw(el)
+        declared, meta = _size_hw(el, where, report)
         size = settle_size(declared, image, where, report, check=self.options.check_image_sizes)
         if size is None:
             return None
         if image is None:
-            report.warning("image_missing", where, f"image '{raw or xml.stem}' not found; kept with the "
-                                                   "<size> of the XML and no image file")
+            report.warning("image_missing", where, f"image {short_repr(raw or xml.stem, 100)} not found; kept with "
+                                                   "the <size> of the XML and no image file")
         name = self.finder.claim(image, requested or xml.stem, folder.index, where)
         objs = CheckedObjects(size, report)
         for i, obj in enumerate(el.findall("object")):

@@ -46,11 +46,13 @@ from numpy.typing import NDArray
 
 from edgevision.core.boxes import box_problems, cxcywh_norm_to_xyxy
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
-from edgevision.core.errors import DatasetError
+from edgevision.core.errors import DatasetError, FileAccessError, short_repr, short_text
 from edgevision.core.geometry import RLE, Polygon, Shape
-from edgevision.core.io import is_image, read_image_size
+from edgevision.core.io import is_image
 from edgevision.core.report import Report
+from edgevision.core.safeload import image_size, load_yaml
 from edgevision.formats import register_format
+from edgevision.formats._readkit import files_under, read_head
 from edgevision.formats.base import Detection, Format, Losses, Options, WriteOptions
 from edgevision.formats.coco import (
     NameRegistry,
@@ -70,6 +72,8 @@ _NAMES_FILES = ("classes.txt", "obj.names", "labels/classes.txt")
 _YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 _FLOAT_NOISE = 1e-6
 """Normalized coordinates this little outside [0, 1] are rounding noise: no warning."""
+MAX_CLASSES = 100_000
+"""Most classes a YOLO dataset may declare (``nc``, ``names`` ids, class ids in labels without names)."""
 _POLY_LOSS = "polygon/mask parts beyond the largest (YOLO holds one polygon per object)"
 
 
@@ -112,68 +116,97 @@ def resolve_ref(ref: str, bases: list[Path]) -> Path | None:
     return None
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image(p) and p.is_file())
+def _images_under(folder: Path, report: Report) -> list[Path]:
+    return [p for p in files_under(folder, report) if is_image(p)]
+
+
+def _read_text(path: Path, what: str, report: Report) -> str:
+    """A UTF-8 text file of the dataset description (list file, names file, ``obj.data``); fatal when not text."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        report.fatal("text_malformed", str(path), f"{what} is not UTF-8 text: {e.reason}")
+    raise AssertionError("unreachable")  # report.fatal raises
 
 
 def _load_yaml(path: Path, report: Report) -> Any:
-    import yaml
+    """The dataset yaml, through the bounded loader (`edgevision.core.safeload.load_yaml`)."""
+    return load_yaml(path, "dataset yaml", dataset=True)
 
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as e:
-        report.fatal("yaml_malformed", str(path), f"not UTF-8 text: {e.reason}")
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        report.fatal("yaml_malformed", str(path), f"malformed YAML{at}: {getattr(e, 'problem', None) or e}")
+
+def _class_name(value: Any) -> str | None:
+    """A class name from a yaml scalar (``crack``, ``7``; YAML 1.1 reads ``yes``/``no`` as bools); None otherwise."""
+    if isinstance(value, (str, int, float, bool)):
+        return short_text(str(value), 1000) if not isinstance(value, str) else value
     return None
 
 
+def _count(value: Any) -> int | None:
+    """``nc`` as an int in 0..`MAX_CLASSES`, None when absent; ValueError otherwise (``true``, ``1e9``, ``"3"``)."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_CLASSES:
+        raise ValueError
+    return value
+
+
 def _names_from_yaml(data: dict[str, Any], where: str, report: Report) -> list[str] | None:
-    names, nc = data.get("names"), data.get("nc")
+    names = data.get("names")
+    try:
+        nc = _count(data.get("nc"))
+    except ValueError:
+        report.fatal("names_malformed", where, f"expected 'nc' as a class count in 0..{MAX_CLASSES:,}, got "
+                                               f"{short_repr(data.get('nc'))}")
     if isinstance(names, dict):
-        try:
-            by_id = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            report.fatal("names_malformed", where, f"expected integer keys in 'names', got {list(names)[:5]}")
+        keys = list(names)
+        if not all(type(k) is int or (isinstance(k, str) and k.strip().isascii() and k.strip().isdigit()) for k in keys):
+            report.fatal("names_malformed", where, f"expected integer keys in 'names', got {short_repr(keys[:5])}")
+        by_id = {int(k): _class_name(v) for k, v in names.items()}
+        bad = [i for i, n in by_id.items() if n is None]
+        if bad or (by_id and not 0 <= min(by_id) <= max(by_id) < MAX_CLASSES):
+            report.fatal("names_malformed", where, f"expected 'names' as {{id: name}} with ids in 0..{MAX_CLASSES - 1:,} "
+                                                   f"and plain names, got {short_repr(names)}")
         k = max(by_id) + 1 if by_id else 0
-        if sorted(by_id) != list(range(k)) or min(by_id, default=0) < 0:
-            report.warning("names_gap", where, f"'names' ids {sorted(by_id)} are not 0..{k - 1}; "
+        if sorted(by_id) != list(range(k)):
+            report.warning("names_gap", where, f"'names' ids {short_repr(sorted(by_id))} are not 0..{k - 1}; "
                            "missing ids are named class<id>")
-        return [by_id.get(i, f"class{i}") for i in range(k)]
+        return [str(by_id[i]) if i in by_id else f"class{i}" for i in range(k)]
     if isinstance(names, list):
-        out = [str(n) for n in names]
-    elif names is None and isinstance(nc, int):
+        found = [_class_name(n) for n in names]
+        if None in found or len(found) > MAX_CLASSES:
+            report.fatal("names_malformed", where, f"expected 'names' as a list of at most {MAX_CLASSES:,} plain names, "
+                                                   f"got {short_repr(names)}")
+        out = [n for n in found if n is not None]
+    elif names is None and nc is not None:
         report.warning("names_unknown", where, f"no 'names', only nc={nc}; classes named class0..class{nc - 1}")
         out = [f"class{i}" for i in range(nc)]
     else:
-        report.fatal("names_malformed", where, "expected 'names' as a list or a {id: name} dict (or 'nc')")
+        report.fatal("names_malformed", where, f"expected 'names' as a list or a {{id: name}} dict (or 'nc'), got "
+                                               f"{short_repr(names)}")
         return None
-    if isinstance(nc, int) and nc != len(out):
+    if nc is not None and nc != len(out):
         report.warning("names_count", where, f"nc={nc} but 'names' has {len(out)} entries; using the names")
     return out
 
 
 def _names_file(path: Path, report: Report) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        report.fatal("names_malformed", str(path), f"not UTF-8 text: {e.reason}")
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    names = [ln.strip() for ln in _read_text(path, "names file", report).splitlines() if ln.strip()]
+    if len(names) > MAX_CLASSES:
+        report.fatal("names_malformed", str(path), f"{len(names):,} class names; expected at most {MAX_CLASSES:,}")
+    return names
 
 
 def _list_file(path: Path, root: Path, report: Report) -> list[Path]:
     """Image paths of a list file; lines are found relative to the file, the root or its parent."""
     images = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line in enumerate(_read_text(path, "image list", report).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         p = resolve_ref(line, [path.parent, root, root.parent])
         if p is None or not p.is_file():
-            soft_error(report, "image_missing", f"{path}:line {n}", f"image '{line}' not found (looked relative "
-                       f"to {path.parent} and {root}); fix the path or remove the line")
+            soft_error(report, "image_missing", f"{path}:line {n}", f"image {short_repr(line, 100)} not found (looked "
+                       f"relative to {path.parent} and {root}); fix the path or remove the line")
             continue
         images.append(p)
     return images
@@ -185,11 +218,11 @@ def _source(entry: str, split: str | None, root: Path, where: str, report: Repor
     p = resolve_ref(entry, [root]) if strict else (root / entry if (root / entry).exists() else None)
     if p is None:
         if strict:
-            soft_error(report, "split_missing", where, f"'{entry}' not found under {root}; "
+            soft_error(report, "split_missing", where, f"{short_repr(entry, 100)} not found under {root}; "
                        "fix the path in the yaml or remove the key")
         return None
     if p.is_dir():
-        return _Source(split, _images_under(p), p, where)
+        return _Source(split, _images_under(p, report), p, where)
     if is_image(p):
         return _Source(split, [p], p.parent, where)
     if p.suffix.lower() == ".txt":
@@ -197,7 +230,8 @@ def _source(entry: str, split: str | None, root: Path, where: str, report: Repor
         base = Path(os.path.commonpath([str(i.parent) for i in images])) if images else p.parent
         return _Source(split, images, base, where)
     if strict:
-        soft_error(report, "split_malformed", where, f"'{entry}' is neither a folder, an image list (.txt) nor an image")
+        soft_error(report, "split_malformed", where, f"{short_repr(entry, 100)} is neither a folder, an image list "
+                                                     "(.txt) nor an image")
     return None
 
 
@@ -205,11 +239,14 @@ def _yaml_root(data: dict[str, Any], ydir: Path, where: str, report: Report) -> 
     value = data.get("path")
     if not value:
         return ydir
-    p = Path(str(value))
+    if not isinstance(value, str):
+        report.fatal("yaml_malformed", where, f"expected 'path' as a folder name, got {short_repr(value)}")
+    p = Path(value)
     cand = p if p.is_absolute() else ydir / p
     if cand.is_dir():
         return cand
-    report.warning("path_moved", where, f"path: '{value}' does not exist here; using the yaml's folder {ydir}")
+    report.warning("path_moved", where, f"path: {short_repr(value, 100)} does not exist here; using the yaml's "
+                                        f"folder {ydir}")
     return ydir
 
 
@@ -224,7 +261,10 @@ def _yaml_layout(path: Path, report: Report) -> _Layout:
             continue
         split = _SPLIT_KEYS.get(key)
         entries = value if isinstance(value, list) else [value]
-        if split is None and not all(isinstance(e, str) for e in entries):
+        if not all(isinstance(e, str) for e in entries):
+            if split is not None:
+                soft_error(report, "split_malformed", f"{path}:{key}", f"expected a folder, an image list (.txt) or "
+                                                                       f"a list of these, got {short_repr(value)}")
             continue
         for e in entries:
             src = _source(str(e), split or str(key), root, f"{path}:{key}", report, strict=split is not None)
@@ -232,13 +272,13 @@ def _yaml_layout(path: Path, report: Report) -> _Layout:
                 layout.sources.append(src)
     if not any(k in data for k in _SPLIT_KEYS):
         report.info("splits_missing", str(path), "no train/val/test keys; reading images/ and labels/ beside the yaml")
-        layout.sources = _bare_sources(root)
+        layout.sources = _bare_sources(root, report)
     return layout
 
 
 def _darknet_layout(path: Path, report: Report) -> _Layout:
     kv: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in _read_text(path, "darknet .data file", report).splitlines():
         line = line.split("#", 1)[0]
         if "=" in line:
             k, v = line.split("=", 1)
@@ -248,12 +288,17 @@ def _darknet_layout(path: Path, report: Report) -> _Layout:
     if kv.get("names"):
         nf = resolve_ref(kv["names"], bases)
         if nf is None or not nf.is_file():
-            report.warning("names_missing", str(path), f"names file '{kv['names']}' not found; classes named class0..")
+            report.warning("names_missing", str(path), f"names file {short_repr(kv['names'], 100)} not found; classes "
+                                                       "named class0..")
         else:
             names = _names_file(nf, report)
-    if names is None and kv.get("classes", "").isdigit():
-        names = [f"class{i}" for i in range(int(kv["classes"]))]
-    elif names is not None and kv.get("classes", "").isdigit() and int(kv["classes"]) != len(names):
+    classes = kv.get("classes", "")
+    if classes and not (classes.isascii() and classes.isdigit() and int(classes) <= MAX_CLASSES):
+        report.fatal("names_malformed", str(path), f"expected classes = a class count in 0..{MAX_CLASSES:,}, got "
+                                                   f"{short_repr(classes)}")
+    if names is None and classes:
+        names = [f"class{i}" for i in range(int(classes))]
+    elif names is not None and classes and int(classes) != len(names):
         report.warning("names_count", str(path), f"classes={kv['classes']} but the names file has {len(names)} names")
     layout = _Layout(path.parent, names, where=str(path))
     for key, split in (("train", "train"), ("valid", "val"), ("test", "test")):
@@ -264,7 +309,7 @@ def _darknet_layout(path: Path, report: Report) -> _Layout:
     return layout
 
 
-def _bare_sources(folder: Path) -> list[_Source]:
+def _bare_sources(folder: Path, report: Report) -> list[_Source]:
     images = folder / "images"
     if not images.is_dir():
         return [_Source(None, sorted(p for p in folder.iterdir() if is_image(p) and p.is_file()), folder, str(folder))]
@@ -273,7 +318,7 @@ def _bare_sources(folder: Path) -> list[_Source]:
     if top:
         sources.append(_Source(None, top, images, str(images)))
     for d in sorted(p for p in images.iterdir() if p.is_dir()):
-        sources.append(_Source(split_from_name(d.name)[0] or d.name, _images_under(d), d, str(d)))
+        sources.append(_Source(split_from_name(d.name)[0] or d.name, _images_under(d, report), d, str(d)))
     return sources
 
 
@@ -286,7 +331,7 @@ def _bare_layout(folder: Path, report: Report) -> _Layout:
     else:
         report.warning("names_unknown", str(folder), "no data.yaml, obj.names or classes.txt: class names are unknown; "
                        "named class0, class1, ... (pass -o names=[...] or add a data.yaml)")
-    return _Layout(folder, names, _bare_sources(folder), str(folder))
+    return _Layout(folder, names, _bare_sources(folder, report), str(folder))
 
 
 def _yaml_in(folder: Path) -> Path | None:
@@ -298,11 +343,8 @@ def _yaml_in(folder: Path) -> Path | None:
 
 def _yaml_has_names(path: Path) -> bool:
     """A cheap look at a yaml: does it have a top-level ``names:`` or ``nc:`` key?"""
-    try:
-        head = path.read_bytes()[:1_000_000].decode("utf-8", "replace")
-    except OSError:
-        return False
-    return bool(re.search(r"(?m)^(names|nc)\s*:", head))
+    raw = read_head(path, 1_000_000)
+    return raw is not None and bool(re.search(r"(?m)^(names|nc)\s*:", raw.decode("utf-8", "replace")))
 
 
 def _data_in(folder: Path) -> Path | None:
@@ -313,10 +355,8 @@ def _data_in(folder: Path) -> Path | None:
 
 
 def _is_darknet_data(path: Path) -> bool:
-    try:
-        head = path.read_bytes()[:4096].decode("utf-8", "replace")
-    except OSError:
-        return False
+    raw = read_head(path, 4096)
+    head = raw.decode("utf-8", "replace") if raw is not None else ""
     return bool(re.search(r"(?m)^\s*classes\s*=", head)) and bool(re.search(r"(?m)^\s*(train|names)\s*=", head))
 
 
@@ -350,6 +390,10 @@ class _LabelParser:
         except UnicodeDecodeError as e:
             self.report.error("label_malformed", str(self.path), f"not UTF-8 text: {e.reason}")
             return _Objects(np.zeros((0, 4)), np.zeros(0, np.int64))
+        except OSError as e:  # a label file it may not read: an error of this image, under the policy
+            err = FileAccessError.from_os_error(e, self.path)
+            self.report.error(err.code or "file_unreadable", err.where or str(self.path), err.detail)
+            return _Objects(np.zeros((0, 4)), np.zeros(0, np.int64))
         rows = [(n, ln.split()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
         if rows and all(len(r) == 5 for _, r in rows):
             try:
@@ -369,12 +413,12 @@ class _LabelParser:
             k = len(parts)
             if k not in (5, 6) and (k < 7 or k % 2 == 0):
                 self.report.error("label_malformed", self._where(n), f"expected 5 columns (class cx cy w h) or "
-                                  f"1 + 2k with k >= 3 (class x1 y1 ... polygon), got {k}: {' '.join(parts)[:60]!r}")
+                                  f"1 + 2k with k >= 3 (class x1 y1 ... polygon), got {k}: {short_repr(' '.join(parts))}")
                 continue
             try:
                 v = np.array(parts, dtype=np.float64)
             except ValueError:
-                self.report.error("label_malformed", self._where(n), f"expected numbers, got {' '.join(parts)[:60]!r}")
+                self.report.error("label_malformed", self._where(n), f"expected numbers, got {short_repr(' '.join(parts))}")
                 continue
             lines.append(n)
             cls.append(v[0])
@@ -383,7 +427,8 @@ class _LabelParser:
                 shapes.append(None)
                 scores.append(float(v[5]) if k == 6 else None)
             else:
-                pts = v[1:].reshape(-1, 2) * (w, h)
+                with np.errstate(over="ignore", invalid="ignore"):  # 1e308: inf, reported as box_nan
+                    pts = v[1:].reshape(-1, 2) * (w, h)
                 boxes.append(np.concatenate([pts.min(axis=0), pts.max(axis=0)]))
                 shapes.append(Polygon((pts,)))
                 scores.append(None)
@@ -396,9 +441,7 @@ class _LabelParser:
         """Report bad objects; keep (under ``keep``) what is representable."""
         h, w = self.size_hw
         with np.errstate(invalid="ignore"):
-            bad_cls = ~np.isfinite(cls) | (cls != np.round(cls)) | (cls < 0)
-            if self.nc is not None:
-                bad_cls |= cls >= self.nc
+            bad_cls = ~np.isfinite(cls) | (cls != np.round(cls)) | (cls < 0) | (cls >= (self.nc or MAX_CLASSES))
         bad_box, partly = box_flags(xyxy, h, w, _FLOAT_NOISE * max(h, w))
         keep = ~bad_cls
         for i in np.flatnonzero(bad_cls | bad_box):
@@ -421,10 +464,13 @@ class _LabelParser:
         where = self._where(line)
         if bad_cls:
             if self.nc is not None and np.isfinite(c) and c == round(c) and c >= self.nc:
-                self.report.error("class_unknown", where, f"class id {int(c)} is out of range: the dataset has "
+                self.report.error("class_unknown", where, f"class id {c:.15g} is out of range: the dataset has "
                                   f"nc={self.nc} classes (ids 0..{self.nc - 1}); fix the label or add the class to the names")
+            elif self.nc is None:
+                self.report.error("class_unknown", where, f"expected a class id (a whole number in 0..{MAX_CLASSES - 1:,}),"
+                                  f" got {c!r}")
             else:
-                self.report.error("class_unknown", where, f"expected a class id in 0..{(self.nc or 1) - 1}, got {c!r}")
+                self.report.error("class_unknown", where, f"expected a class id in 0..{self.nc - 1}, got {c!r}")
         for _, code, msg in box_problems(box[None], self.size_hw):
             self.report.error(code, where, f"{msg} (from normalized YOLO coordinates)")
 
@@ -492,7 +538,7 @@ class _YoloReader:
         g = self.report.guard(where)
         with g:
             try:
-                size = read_image_size(img, str(img))
+                size = image_size(img, str(img))
             except DatasetError as e:
                 report_exception(self.report, e)
                 return None

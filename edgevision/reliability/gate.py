@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgevision.core.errors import ConfigError
+from edgevision.core.errors import ConfigError, short_repr, short_text
 
 __all__ = ["Check", "Gate", "gate_dirs", "judge_gate", "load_gate", "resolve_gate", "suites_needed"]
 
@@ -61,15 +61,12 @@ def load_gate(path: Path | str) -> Gate:
     """
     import difflib
 
-    import yaml
+    from edgevision.core.safeload import load_yaml
 
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: gate file not found; see configs/gate/default.yaml") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{p}: not a readable YAML gate ({e.__class__.__name__})") from None
+    if not p.exists():
+        raise ConfigError(f"{p}: gate file not found; see configs/gate/default.yaml")
+    doc = load_yaml(p, "gate")
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -77,14 +74,15 @@ def load_gate(path: Path | str) -> Gate:
     known = list(Gate.model_fields)
     for key in doc:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, 1)
-            raise ConfigError(f"{p}: unknown gate key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+            close = difflib.get_close_matches(str(key), known, 1) if len(str(key)) <= 200 else []
+            raise ConfigError(f"{p}: unknown gate key {short_repr(key)}" + (f" (did you mean '{close[0]}'?)" if close else "")
                               + f"; known keys: {', '.join(known)}")
     try:
         return Gate.model_validate({"name": p.stem, **doc})
     except ValidationError as e:
         err = e.errors()[0]
-        raise ConfigError(f"{p}: {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})") from None
+        raise ConfigError(f"{p}: {short_text('.'.join(map(str, err['loc'])), 100)}: {short_text(err['msg'], 160)} "
+                          f"(got {short_repr(err.get('input'))})") from None
 
 
 def gate_dirs() -> list[Path]:

@@ -270,8 +270,18 @@ def ultralytics_hyp(preset: str, *, mono: bool) -> dict[str, float]:
 def _read_unchanged(path: Any) -> NDArray[Any] | None:
     import cv2
 
+    from edgevision.runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, ImageTooLargeError, check_image_header
+
     data = np.fromfile(str(path), dtype=np.uint8)  # cv2.imread fails on non-ASCII paths on Windows
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if not data.size:
+        return None
+    try:  # the pixel count from the header, before any decoder allocates it
+        check_image_header(data, DEFAULT_MAX_PIXELS, str(path))
+    except ImageTooLargeError as e:
+        raise DatasetError(str(e), where=str(path), code="image_too_large") from e
+    except ImageReadError:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
 def is_mono_dataset(records: Sequence[ImageRecord], sample: int = 32, seed: int = 0) -> bool:

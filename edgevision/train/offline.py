@@ -140,7 +140,9 @@ def prepare_ultralytics(*, threads: int | None = None, verbose: bool = False) ->
         events.events.enabled = False
     global _threads
     if threads is not None or _threads is None:  # a later call without threads keeps the caller's choice
-        _threads = threads or os.cpu_count() or 1
+        from edgevision.core.cpu import usable_cores
+
+        _threads = threads or usable_cores()
     n = _threads
     torch_utils.NUM_THREADS = n  # select_device() calls torch.set_num_threads(NUM_THREADS) for CPU runs
     import torch

@@ -25,7 +25,7 @@ Conventions:
     * **Batches**: BatchNorm on SSDlite's 1 x 1 feature maps needs at least 2 images per step, so
       ``batch >= 2`` and at least 2 training images are required, and a last batch of 1 image is
       merged into the one before it (nothing is dropped).
-    * **Threads**: ``torch.set_num_threads(cfg.threads or os.cpu_count())`` for the call, restored
+    * **Threads**: ``torch.set_num_threads(cfg.threads or usable_cores())`` for the call, restored
       after. On a 2-core box whose cores are also busy with other work, 2 threads measured 5 to 70
       times slower than 1 (OpenMP threads wait for each other): set ``threads: 1`` there.
     * **Determinism**: the weight init follows ``torch.manual_seed(cfg.seed)``; the image order of
@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edgevision.core.cpu import usable_cores
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, DatasetError
 from edgevision.train.config import TrainConfig
@@ -123,6 +124,14 @@ def read_image_rgb(path: Path | str, where: str | None = None) -> NDArray[np.uin
     except OSError as e:
         raise DatasetError(f"image file not readable ({e.__class__.__name__}): {path}", where=where,
                            code="image_missing") from e
+    from edgevision.runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, ImageTooLargeError, check_image_header
+
+    try:  # the pixel count from the header, before any decoder allocates it
+        check_image_header(data, DEFAULT_MAX_PIXELS, str(path))
+    except ImageTooLargeError as e:
+        raise DatasetError(str(e), where=where, code="image_too_large") from e
+    except ImageReadError as e:
+        raise DatasetError(f"image is not decodable: {e}", where=where, code="image_corrupt") from e
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise DatasetError(f"image is not decodable by OpenCV: {path}", where=where, code="image_corrupt")
@@ -370,7 +379,7 @@ def train_torchvision(
     _check_inputs(cfg, names, train_recs, val_recs)
 
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or usable_cores())
     try:
         return _train(cfg, names, train_recs, val_recs, run, resume, progress, augment)
     finally:

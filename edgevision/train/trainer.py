@@ -36,6 +36,7 @@ import yaml
 from edgevision.core.dataset import Dataset, ImageRecord
 from edgevision.core.errors import ConfigError, DatasetError, EdgeVisionError, OutputExistsError
 from edgevision.core.io import edgevision_home, sha256_file, write_atomic
+from edgevision.core.safeload import load_yaml
 from edgevision.train.config import TrainConfig, resolve_train_config
 from edgevision.train.run import RunPaths
 from edgevision.train.weights import ModelSpec, resolve_model
@@ -255,7 +256,7 @@ def _ultralytics_dataset(prep: PreparedRun) -> Path:
 def _write_run_data_yaml(cached: Path, dst: Path) -> None:
     """``RUN/data.yaml``: the cached Ultralytics dataset's description with an absolute ``path``, so
     the run folder says exactly which copy trained it and Ultralytics' own tools can reuse it."""
-    data = yaml.safe_load(cached.read_text(encoding="utf-8"))
+    data = load_yaml(cached, "cached dataset yaml", dataset=True)
     data = {"path": str(cached.parent.resolve()), **{k: v for k, v in data.items() if k != "path"}}
     text = ("# The Ultralytics dataset this run trained on: EdgeVision's cached copy, keyed by the dataset's\n"
             "# content hash (dataset.json). Delete the cache freely: the next run writes it again.\n")

@@ -11,7 +11,6 @@ weights into ``RUN/weights/``, and reports progress per batch.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevision.core.cpu import usable_cores
 from edgevision.core.dataset import ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.core.io import copy_atomic
@@ -61,13 +61,13 @@ def check_extra_args(extra: dict[str, Any]) -> None:
     import difflib
     import importlib.util
 
-    import yaml
+    from edgevision.core.safeload import load_yaml
 
     spec = importlib.util.find_spec("ultralytics")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("train config field 'ultralytics' needs the train extra (Ultralytics is not installed)")
     default = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "default.yaml"
-    known = set(yaml.safe_load(default.read_text(encoding="utf-8")))
+    known = set(load_yaml(default, "Ultralytics' default.yaml"))
     for key in extra:
         if key in OWN_ARGS:
             raise ConfigError(f"train config field 'ultralytics.{key}': set by EdgeVision; use the top-level "
@@ -89,9 +89,9 @@ def cpu_optimizer(device: str, cfg: TrainConfig, data_yaml: Path) -> dict[str, A
     """
     if device != "cpu" or "optimizer" in cfg.ultralytics:
         return {}
-    import yaml
+    from edgevision.core.safeload import load_yaml
 
-    names = yaml.safe_load(data_yaml.read_text(encoding="utf-8")).get("names") or []
+    names = load_yaml(data_yaml, "dataset yaml", dataset=True).get("names") or []
     lr = cfg.lr0 if cfg.lr0 is not None else round(0.002 * 5 / (4 + len(names)), 6)
     log.info("CPU training: optimizer AdamW (lr0 %g) instead of Ultralytics' auto choice", lr)
     return {"optimizer": "AdamW", "lr0": lr, "momentum": cfg.ultralytics.get("momentum", 0.9)}
@@ -194,7 +194,7 @@ def train_ultralytics(
         model.add_callback(event, fn)
 
     args: dict[str, Any] = dict(
-        data=str(data_yaml), device=device, workers=cfg.workers if cfg.workers is not None else min(os.cpu_count() or 1, 4),
+        data=str(data_yaml), device=device, workers=cfg.workers if cfg.workers is not None else min(usable_cores(), 4),
         verbose=verbose, trainer=EdgeVisionDetectionTrainer,
     )
     if augmentations is not None:

@@ -119,7 +119,10 @@ def test_check_output_path_protects_the_source(tmp_path):
     (src / "ann").mkdir(parents=True)
     (src / "ann" / "a.json").write_text("{}")
     check_output_path(src, tmp_path / "out")  # fine
+    (tmp_path / "other").mkdir()
     with pytest.raises(OutputExistsError):
+        check_output_path(src, tmp_path / "other")
+    with pytest.raises(EdgeVisionError, match="it contains"):  # checked first: --overwrite would not help
         check_output_path(src, tmp_path / "data")
     for dst in (src, src / "inside", tmp_path / "data", tmp_path):  # same, inside, containing (would be deleted)
         with pytest.raises(EdgeVisionError, match="source is never modified"):

@@ -1,0 +1,124 @@
+"""Signals as exceptions, so that temporary output is removed on SIGINT, SIGTERM and SIGHUP.
+
+Left to their default action, SIGTERM (a service manager's stop, ``kill``) and SIGHUP (a closed
+terminal or SSH session) end the process at once: no ``finally`` runs and an atomic writer's
+temporary folder stays behind. Inside `interrupt_on_signals` the three signals raise
+`edgevision.core.errors.Interrupted` instead, so the stack unwinds and every cleanup runs;
+`signals_deferred` holds a signal back during the few steps that must not be cut in half (the
+renames that put a finished output in place, the removal of a temporary one) and raises it right
+after them.
+
+Handlers can only be set in the main thread: elsewhere both context managers do nothing. Only a
+signal whose handler is still Python's default is taken over; an ignored one (``nohup`` ignores
+SIGHUP) or an application's own handler (``edgevision serve`` drains on SIGTERM) is left alone.
+Forked children get the default actions back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType, TracebackType
+
+from edgevision.core.errors import Interrupted
+
+HANDLED_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""The signals `interrupt_on_signals` turns into `Interrupted` (SIGHUP does not exist on Windows)."""
+
+_DEFAULTS = (signal.SIG_DFL, signal.default_int_handler)
+_defer_depth = 0
+_pending: int | None = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    if _defer_depth:
+        if _pending is None:
+            _pending = signum
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise `Interrupted` (a `KeyboardInterrupt`).
+
+    Nests freely (an inner block finds the handlers in place and changes nothing); the previous
+    handlers are restored on exit. A no-op outside the main thread.
+    """
+    previous: dict[int, signal.Handlers | object] = {}
+    if _in_main_thread():
+        for sig in HANDLED_SIGNALS:
+            current = signal.getsignal(sig)
+            if any(current is d for d in _DEFAULTS):  # identity: a handler object may not be hashable
+                try:
+                    signal.signal(sig, _raise)
+                except ValueError:  # not the main interpreter
+                    break
+                previous[sig] = current
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+class signals_deferred:  # noqa: N801 - used like a function: ``with signals_deferred():``
+    """Hold back a signal that `interrupt_on_signals` would raise until the block ends, then raise it.
+
+    For steps that must complete once started. When the block raises, an `Interrupted` propagates
+    unchanged and any other exception gives way to the pending `Interrupted`, chained to it. A no-op
+    outside the main thread (signal handlers run in the main thread only).
+    """
+
+    def __enter__(self) -> None:
+        global _defer_depth
+        self._active = _in_main_thread()
+        if self._active:
+            _defer_depth += 1
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        global _defer_depth, _pending
+        if not self._active:
+            return
+        _defer_depth -= 1
+        if _defer_depth or _pending is None:
+            return
+        signum, _pending = _pending, None
+        if isinstance(exc, Interrupted):
+            return
+        raise Interrupted(signum) from exc
+
+
+def _defaults_in_child() -> None:
+    global _defer_depth, _pending
+    _defer_depth, _pending = 0, None
+    for sig in HANDLED_SIGNALS:
+        if signal.getsignal(sig) is _raise:
+            with contextlib.suppress(ValueError):  # the forking thread is the child's main thread
+                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_defaults_in_child)
+
+
+def interruption(exc: BaseException | None) -> Interrupted | None:
+    """The `Interrupted` that ``exc`` is or was raised from (typer turns one into ``Exit(130)``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
