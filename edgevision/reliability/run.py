@@ -92,6 +92,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
     from edgevision.bench.run import _gt_for, _split, accuracy_and_predictions
     from edgevision.convert import read_dataset
     from edgevision.core.errors import OutputExistsError
+    from edgevision.core.io import check_output_clear
     from edgevision.reliability.corruptions import CORRUPTIONS, SEVERITIES
     from edgevision.runtime import Detector, read_metadata
 
@@ -122,9 +123,11 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         raise ConfigError("give --soak-seconds or --soak-count")
     if latency_samples < 662:
         raise ConfigError(f"--latency-samples {latency_samples}: a p99 needs at least 662 samples (MLPerf LoadGen)")
+    check_output_clear(out, [data], what="--out")  # --overwrite replaces OUT: it must not hold the data
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: already exists; choose another --out or pass --overwrite")
     rr = read_dataset(data, fmt)
+    check_output_clear(out, rr.sources, what="--out")
     ds = rr.dataset
     gt_all = _split(ds, split, data)
     gt = _gt_for(list(meta.names), list(ds.labels.names), gt_all, model, data)
@@ -141,8 +144,8 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
 
     env = fingerprint()
     t_all = time.perf_counter()
-    # latency in clean processes (the model and the reference alike), then accuracy
-    tick("latency (clean process per model)")
+    # latency in clean processes (the model and the reference timed in turn), then accuracy
+    tick("latency (a clean process per model, calls interleaved)")
     lat = _interleaved_latency({"model": model, **({"reference": ref} if ref is not None else {})}, images[:100],
                                threads, latency_samples)
     latency = {}
@@ -207,25 +210,17 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
     return report
 
 
-def _interleaved_latency(models: dict[str, Path], images: list[Path], threads: int | None, samples: int,
-                         rounds: int = 3) -> dict[str, dict[str, Any]]:
-    """Each model timed in ``rounds`` fresh processes, interleaved (model, reference, model, ...), samples
-    pooled: a drift in machine load hits both alike instead of biasing their ratio."""
-    from edgevision.bench.timing import time_in_child
+def _interleaved_latency(models: dict[str, Path], images: list[Path], threads: int | None,
+                         samples: int) -> dict[str, dict[str, Any]]:
+    """The model alone in a fresh process; with a reference, both in their own processes at once, timed call
+    by call in turn (`edgevision.bench.timing.time_interleaved`): a burst of load on a shared box hits both
+    alike instead of biasing their ratio."""
+    from edgevision.bench.timing import time_in_child, time_interleaved
 
-    per = -(-samples // rounds)
-    out: dict[str, dict[str, Any]] = {}
-    for _ in range(rounds if len(models) > 1 else 1):
-        for key, path in models.items():
-            n = per if len(models) > 1 else samples
-            raw = time_in_child(path, images, threads=threads, samples=n, warmup=20, throughput_images=50)
-            if key not in out:
-                out[key] = raw
-            else:
-                for k in ("pipeline_ms", "session_ms"):
-                    out[key][k] = (out[key].get(k) or []) + (raw.get(k) or [])
-                out[key]["peak_rss_mb"] = max(out[key].get("peak_rss_mb") or 0, raw.get("peak_rss_mb") or 0)
-    return out
+    if len(models) == 1:
+        (key, path), = models.items()
+        return {key: time_in_child(path, images, threads=threads, samples=samples, warmup=20, throughput_images=50)}
+    return time_interleaved(dict(models), images, threads=threads, samples=samples, warmup=20, throughput_images=50)
 
 
 def _run_suite(name: str, det: Any, model: Path, threads: int | None, images: list[Path], gt: list[Any], meta: Any,

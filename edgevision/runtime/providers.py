@@ -54,7 +54,16 @@ def resolve_providers(providers: Sequence[str] | str | None) -> list[str]:
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
-    """Graph optimisation ALL; ``threads`` intra-op threads (None: onnxruntime's default), one inter-op thread."""
+    """Graph optimisation ALL; ``threads`` intra-op threads, one inter-op thread.
+
+    ``threads=None``: onnxruntime's default (one per core), except where the process may run on fewer
+    cores than the machine has (taskset, a cpuset, ``docker --cpuset-cpus``): then one per usable core,
+    since onnxruntime sizes its pool by the machine and its spinning threads would share cores.
+    """
+    import os
+
+    from edgevision.core.cpu import usable_cores
+
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.inter_op_num_threads = 1
@@ -62,5 +71,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
         if int(threads) < 1:
             raise ConfigError(f"threads must be >= 1 (or None for all cores), got {threads}")
         so.intra_op_num_threads = int(threads)
+    elif usable_cores() < (os.cpu_count() or 1):
+        so.intra_op_num_threads = usable_cores()
     so.log_severity_level = 3
     return so

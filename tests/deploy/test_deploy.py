@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.installs]
 
 DEPLOY = REPO / "deploy"
 INSTALLED_MB_MAX = 600  # measured 406 MB (numpy, OpenCV headless, onnxruntime, FastAPI stack): catch a heavy pull

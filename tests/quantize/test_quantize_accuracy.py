@@ -1,7 +1,7 @@
 """INT8 judged against FP32 on the val split: the gate, the report, the accuracy-aware search.
 
-The slow tests use the session fixture ``learned`` (a nano YOLO that really learned the 256 px sample,
-mAP50 about 0.5), so that a drop in accuracy means something. The accuracy-aware test plants a fault in
+The slow tests use the session fixture ``learned`` (a nano YOLO that really learned the sample,
+mAP50 about 0.4), so that a drop in accuracy means something. The accuracy-aware test plants a fault in
 one layer's INT8 weights (its weight scale multiplied by 5): the gate must fail without the search,
 and the search must find that layer as the most sensitive and pass by keeping it float.
 """

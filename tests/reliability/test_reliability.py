@@ -223,3 +223,53 @@ def test_gate_files_and_judging() -> None:
     noisy = judge_gate(ratio, {"p99_ratio": 1.04, "p99_ratio_ci": [0.97, 1.12]})[0]
     slower = judge_gate(ratio, {"p99_ratio": 1.3, "p99_ratio_ci": [1.2, 1.4]})[0]
     assert noisy.passed and "noise" in noisy.detail and not slower.passed
+
+
+# ------------------------------------------------------------------------------------- the latency comparison
+def _latency_facts(model_ms: list[float], reference_ms: list[float]) -> dict:
+    from edgevision.bench.report import latency_stats
+    from edgevision.reliability.run import _facts
+
+    lat = {k: {"pipeline": latency_stats(v).model_dump()} for k, v in (("model", model_ms), ("reference", reference_ms))}
+    acc = {"model": {"map50_95": 0.5, "escape_rate": 0.0, "false_reject_rate": 0.0}}
+    return _facts({**lat, "_samples": {"model": model_ms, "reference": reference_ms}}, acc, {})
+
+
+def test_latency_ratio_check_on_injected_timings() -> None:
+    """The p99 ratio, its bootstrap interval and the verdict, computed from known samples (no clock involved)."""
+    rng = np.random.default_rng(0)
+    ref = list(10 + rng.gamma(2.0, 0.5, 700))
+    gate = Gate.model_validate({"name": "r", "p99_latency_ratio_max": 1.1})
+    same = _latency_facts(list(ref), ref)
+    assert same["p99_ratio"] == pytest.approx(1.0)
+    assert same["p99_ratio_ci"][0] <= 1.0 <= same["p99_ratio_ci"][1]
+    assert judge_gate(gate, same)[0].passed
+    slower = _latency_facts([1.5 * v for v in ref], ref)  # every call 50% slower
+    assert slower["p99_ratio"] == pytest.approx(1.5)
+    assert slower["p99_ratio_ci"][0] > 1.1
+    check = judge_gate(gate, slower)[0]
+    assert not check.passed and "> 1.1" in check.detail
+    # a burst of load that hit only the reference's calls (as when the two were timed at different moments)
+    # would flatter the model; interleaved timing makes a burst hit both, and the ratio stays near 1
+    burst = [v * (3 if 300 <= i < 320 else 1) for i, v in enumerate(ref)]
+    both = _latency_facts(burst, burst)
+    assert both["p99_ratio"] == pytest.approx(1.0) and judge_gate(gate, both)[0].passed
+
+
+def test_interleaved_timing_asks_each_model_in_turn(setup, tmp_path) -> None:
+    """Two models, each in its own process, timed call by call in turn; every sample is a real timed call."""
+    from edgevision.bench.timing import time_interleaved
+
+    other = bbox_model(tmp_path / "other.onnx", make_meta(["scratch"], size_hw=(64, 64)), score=0.5)
+    out = time_interleaved({"model": setup["model"], "reference": other}, setup["images"][:4], threads=1, samples=30,
+                           warmup=2, throughput_images=6)
+    assert set(out) == {"model", "reference"}
+    for res in out.values():
+        assert len(res["pipeline_ms"]) == 30 and len(res["session_ms"]) == 30
+        assert all(v > 0 for v in res["pipeline_ms"] + res["session_ms"])
+        assert res["throughput_images"] == 6 and res["throughput_ips"] > 0 and res["peak_rss_mb"] > 0
+        assert res["load_s"] > 0 and res["torch_in_process"] is False
+    with pytest.raises(RuntimeError, match="broken.onnx"):
+        (tmp_path / "broken.onnx").write_bytes(b"not a model")
+        time_interleaved({"model": setup["model"], "reference": tmp_path / "broken.onnx"}, setup["images"][:2],
+                         samples=3, warmup=1)

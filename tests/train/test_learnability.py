@@ -1,7 +1,7 @@
 """The built-in sample must be learnable: a nano YOLO from scratch reaches mAP50 >= 0.3 in minutes.
 
-The model is the session fixture ``learned`` of `tests.tiny_models` (200 images at 256 px, 22 epochs on
-the CPU through the real CLI, about 6 minutes on 2 cores; the INT8 tests judge its quantization too).
+The model is the session fixture ``learned`` of `tests.tiny_models` (`LEARN_RECIPE`: 200 images, 8 epochs at
+192 px on the CPU through the real CLI, about 2 minutes on one core; the INT8 tests judge its quantization too).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from tests.tiny_models import LEARN_RECIPE
 
 
 @pytest.mark.slow
@@ -43,7 +44,8 @@ def _check_onnx_export_of_a_trained_model(learned: dict[str, Path], tmp_path: Pa
     assert abs(onnx_coco["map50_95"] - pt_coco["map50_95"]) <= 0.02
     images = sorted((learned["sample"] / "images" / "val").glob("*.*"))
     for conf in (0.25, 0.05):
-        theirs = ultralytics_onnx_predict(onnx, images, conf=conf, iou=0.7, max_det=300, imgsz=256)
+        theirs = ultralytics_onnx_predict(onnx, images, conf=conf, iou=0.7, max_det=300,
+                                         imgsz=LEARN_RECIPE["imgsz"])
         ours = edgevision_predict(onnx, images, conf=conf, iou=0.7, max_det=300)
         rate, n_ours, n_theirs = pair_rate(ours, theirs)
         print(f"parity with Ultralytics ONNX predict at conf {conf}: {rate:.4f} of {n_theirs} boxes paired")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgevision.core.cpu import usable_cores
 from tests.helpers import network_attempts, private_home, run_cli
 
 RUN_FILES = ("config.yaml", "dataset.json", "environment.json", "model.json", "history.csv", "curves.png",
@@ -44,6 +45,7 @@ def yolo_run(env: dict[str, Path]) -> tuple[Path, subprocess.CompletedProcess[st
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_ultralytics_run_folder_is_complete_and_offline(env: dict[str, Path], yolo_run) -> None:
     run, r, block = yolo_run
     assert network_attempts(block) == []
@@ -68,7 +70,7 @@ def test_ultralytics_run_folder_is_complete_and_offline(env: dict[str, Path], yo
     coco = metrics["coco"]["coco"]
     assert 0.0 <= coco["map50_95"] <= coco["map50"] <= 1.0
     assert "metrics/mAP50-95(B)" in metrics["backend"]["metrics"]  # Ultralytics' own numbers beside ours
-    assert metrics["train"]["threads"] == os.cpu_count()  # all cores, not Ultralytics' cpu_count - 1
+    assert metrics["train"]["threads"] == usable_cores()  # all usable cores, not Ultralytics' cpu_count - 1
     th = json.loads((run / "thresholds.json").read_text())
     assert set(th["classes"]) == set(data["classes"]) and th["target"] == "recall"
     assert "escape_rate" in th["decisions"]
@@ -80,6 +82,7 @@ def test_ultralytics_run_folder_is_complete_and_offline(env: dict[str, Path], yo
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_eval_of_the_run_matches_its_metrics(env: dict[str, Path], yolo_run) -> None:
     run, _, _ = yolo_run
     out = env["root"] / "eval.json"
@@ -94,6 +97,7 @@ def test_eval_of_the_run_matches_its_metrics(env: dict[str, Path], yolo_run) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_fine_tune_from_registered_weights_records_hash_and_licence(env: dict[str, Path], yolo_run) -> None:
     run, _, _ = yolo_run
     r = run_cli("weights", "add", run / "weights" / "best.pt", "--name", "sample-yolo", "--licence", "AGPL-3.0",
@@ -115,6 +119,7 @@ def test_fine_tune_from_registered_weights_records_hash_and_licence(env: dict[st
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_torchvision_backend_through_the_cli(env: dict[str, Path]) -> None:
     block = env["root"] / "block-tv"
     run = env["root"] / "run-tv"
@@ -132,10 +137,11 @@ def test_torchvision_backend_through_the_cli(env: dict[str, Path]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
     run = env["root"] / "run-resume"
     cmd = [sys.executable, "-m", "edgevision", "train", "--data", str(env["sample"]), "--model", "yolov8n",
-           "--out", str(run), "--epochs", "8", "--imgsz", "64", "--batch", "8", "--workers", "0"]
+           "--out", str(run), "--epochs", "4", "--imgsz", "64", "--batch", "8", "--workers", "0"]
     # Ctrl-C as in a terminal: a pytest started in the background by a non-interactive shell (scripts/test.sh,
     # CI) inherits SIGINT ignored, and Python then keeps it ignored, so the child gets the default back.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -159,7 +165,7 @@ def test_ctrl_c_leaves_a_resumable_run(env: dict[str, Path]) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resuming" in r.stdout
     epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == [str(e) for e in range(1, 9)]  # the interrupted epoch is redone, none is lost or doubled
+    assert epochs == [str(e) for e in range(1, 5)]  # the interrupted epoch is redone, none is lost or doubled
     assert yaml.safe_load((run / "config.yaml").read_text()) == before
     # the augmentation preset survives the resume (Ultralytics writes the args it trains with)
     after = yaml.safe_load((run / "backend" / "args.yaml").read_text())
