@@ -23,6 +23,8 @@ code                    severity                     what
                                                      cut short (no end-of-image marker after its last
                                                      scan: cv2 would fill the rest grey), or decoded
                                                      size differs from the header
+``image_too_large``     error                        its header declares more than 2^30 pixels
+                                                     (read before any decoder, in every format)
 ``size_mismatch``       error / warning              the size the annotation declares differs from the
                                                      decoded image: error when the image has objects
                                                      (their pixel boxes are misplaced), warning for a
@@ -70,7 +72,7 @@ from numpy.typing import NDArray
 from edgevision.core.boxes import box_masks, box_problems, clip_xyxy
 from edgevision.core.cpu import usable_cores
 from edgevision.core.dataset import SPLITS, Dataset, ImageRecord
-from edgevision.core.errors import ConfigError, short_text
+from edgevision.core.errors import ConfigError, EdgeVisionError, short_text
 from edgevision.core.geometry import Polygon, Polyline, Shape, clip_polygon_to_window
 from edgevision.core.report import Finding, Severity
 from edgevision.data.imagehash import DEFAULT_THRESHOLD, near_duplicate_pairs, phash
@@ -83,7 +85,7 @@ SCHEMA = "edgevision.validate/1"
 FixPolicy = Literal["keep", "clip", "drop"]
 
 BOX_CODES = frozenset({"box_nan", "box_inverted", "box_empty", "box_outside", "box_partly_outside"})
-IMAGE_CODES = frozenset({"image_missing", "image_corrupt", "image_unreadable", "size_mismatch"})
+IMAGE_CODES = frozenset({"image_missing", "image_corrupt", "image_unreadable", "image_too_large", "size_mismatch"})
 _EDGE_TOL = 1e-6
 """A box may pass the border by this fraction of the image side (float noise of normalized formats)."""
 _ORIENTATION = {2: "mirrored left-right", 3: "rotated 180°", 4: "mirrored top-bottom",
@@ -239,6 +241,15 @@ def inspect_image(path: Path | None) -> ImageFacts:
         facts.problem = ("image_corrupt", f"image file is empty (0 bytes): {path}")
         return facts
     header_hw, facts.orientation = _header(data)
+    from edgevision.runtime.images import DEFAULT_MAX_PIXELS, ImageTooLargeError, check_image_header
+
+    try:  # the pixel count from the header, before the decoder allocates it (Pillow misses some headers)
+        check_image_header(data, DEFAULT_MAX_PIXELS, str(path))
+    except ImageTooLargeError as e:
+        facts.problem = ("image_too_large", str(e))
+        return facts
+    except EdgeVisionError:
+        pass  # a header this parser cannot size: the decoder below says whether the file is an image
     try:
         grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS)

@@ -85,3 +85,12 @@ def test_ordinary_images_still_decode(tmp_path: Path) -> None:
     assert np.array_equal(_read_unchanged(tmp_path / "ok.png"), img)
     (tmp_path / "junk.png").write_bytes(b"not an image at all")
     assert _read_unchanged(tmp_path / "junk.png") is None
+
+
+def test_validate_reports_the_bomb_without_decoding(bomb: Path) -> None:
+    from edgevision.data.validate import image_findings, inspect_image
+
+    facts = inspect_image(bomb)
+    assert facts.problem is not None and facts.problem[0] == "image_too_large" and "MP" in facts.problem[1]
+    rec = ImageRecord(name=bomb.name, path=bomb, size_hw=(100, 100))
+    assert [f.code for f in image_findings([rec], [facts])] == ["image_too_large"]
