@@ -205,3 +205,23 @@ def bbox_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cv2.imwrite(str(t / "part.png"), part)
     cv2.imwrite(str(t / "blank.png"), np.full((96, 128, 3), 20, np.uint8))
     return {"model": t / "model.onnx", "part": t / "part.png", "blank": t / "blank.png", "dir": t}
+
+
+def asgi_get(app, path: str) -> tuple[int, bytes]:
+    """One GET through the ASGI app itself (no server, no socket)."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

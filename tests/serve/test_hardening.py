@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.runtime import bombs
+from tests.serve.conftest import asgi_get
 
 pytestmark = pytest.mark.slow
 
@@ -404,7 +405,6 @@ def test_malformed_http_and_multipart_get_json_400(start_server, bbox_files) -> 
 def test_an_internal_error_is_logged_once_on_escaped_lines(bbox_files, caplog) -> None:
     """In-process: an unexpected exception is answered with the JSON 500 and logged once (the probe saw the
     traceback twice: the app's handler, then uvicorn), its client-quoted text escaped."""
-    import asyncio
 
     from edgevision.runtime import Detector
     from edgevision.serve import ServeConfig, create_app
@@ -416,21 +416,10 @@ def test_an_internal_error_is_logged_once_on_escaped_lines(bbox_files, caplog) -
     async def boom() -> None:
         raise ValueError("bad value '\nFORGED line'")
 
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": "/boom", "raw_path": b"/boom", "query_string": b"", "root_path": "", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
     with caplog.at_level("ERROR"):
-        asyncio.run(_AnsweredOnce(app)(scope, receive, send))  # does not raise: the answer was sent
-    assert next(m["status"] for m in sent if m["type"] == "http.response.start") == 500
-    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+        status, raw = asgi_get(_AnsweredOnce(app), "/boom")  # does not raise: the answer was sent
+    assert status == 500
+    body = json.loads(raw)
     assert body["error"]["code"] == "internal"
     records = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(records) == 1, [r.getMessage() for r in records]

@@ -21,7 +21,7 @@ from edgevision.runtime import Detector, read_metadata
 from edgevision.runtime.metadata import METADATA_KEY
 from tests.helpers import run_cli
 from tests.runtime.conftest import bbox_model, make_meta
-from tests.serve.conftest import multipart, png
+from tests.serve.conftest import asgi_get, multipart, png
 
 pytestmark = pytest.mark.slow
 
@@ -358,41 +358,21 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(start_server, bb
     assert "stopped on SIGTERM: 1 image(s) served" in out
 
 
-def _asgi_get(app, path: str) -> tuple[int, bytes]:
-    """One GET through the ASGI app itself (no server, no socket)."""
-    import asyncio
-
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    asyncio.run(app(scope, receive, send))
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-
-
 def test_readiness_follows_startup_and_drain(bbox_files) -> None:
     """In-process: /readyz is 503 until the app started, 200 when ready, 503 once the drain begins."""
     from edgevision.serve import ServeConfig, create_app
 
     app = create_app(Detector(bbox_files["model"]), ServeConfig(model=bbox_files["model"]))
     state = app.state.service
-    status, body = _asgi_get(app, "/readyz")
+    status, body = asgi_get(app, "/readyz")
     assert status == 503 and b'"starting"' in body
     state.set_ready(True)
-    assert _asgi_get(app, "/readyz")[0] == 200
+    assert asgi_get(app, "/readyz")[0] == 200
     state.begin_drain("test")
-    status, body = _asgi_get(app, "/readyz")
+    status, body = asgi_get(app, "/readyz")
     assert status == 503 and b'"draining"' in body
-    assert b"edgevision_ready 0.0" in _asgi_get(app, "/metrics")[1]
-    assert _asgi_get(app, "/healthz")[0] == 200  # alive while draining
+    assert b"edgevision_ready 0.0" in asgi_get(app, "/metrics")[1]
+    assert asgi_get(app, "/healthz")[0] == 200  # alive while draining
 
 
 # ---------------------------------------------------------------------------------------------- bad configuration
