@@ -102,26 +102,18 @@ class ImageIndex:
 
 
 def read_image_size(path: Path, where: str | None = None) -> tuple[int, int]:
-    """Image ``(height, width)`` from the file header, without decoding the pixels.
+    """Image ``(height, width)`` from the file header, without decoding the pixels: `edgevision.core.safeload.
+    image_size`, the readers' bounded header read (a header declaring a decompression bomb is
+    ``image_too_large``, not an unhandled Pillow error).
 
     The stored size is returned (EXIF orientation is not applied; `validate` reports it).
 
     Raises:
-        DatasetError: when the file is missing or is not a readable image.
+        DatasetError: when the file is missing, is not a readable image or declares too many pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from edgevision.core.safeload import image_size
 
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        raise DatasetError(f"image file not found: {path}", where=where or str(path), code="image_missing") from None
-    except (UnidentifiedImageError, OSError, ValueError, ImportError) as e:
-        # ImportError: Ultralytics, once imported, patches Image.open to fetch a HEIF plugin when
-        # Pillow cannot identify a file; offline that import fails. The file is unreadable either way.
-        raise DatasetError(f"image is not readable ({e.__class__.__name__}): {path}",
-                           where=where or str(path), code="image_corrupt") from e
-    return int(h), int(w)
+    return image_size(Path(path), where)
 
 
 def load_json(path: Path) -> Any:

@@ -87,6 +87,15 @@ def to_json(doc: Any) -> str:
     return text
 
 
+def write_coco(d: Path, doc: Any) -> Path:
+    """``d`` as a COCO dataset: ``doc`` as instances_train.json beside images/a.png and images/b.png."""
+    (d / "images").mkdir()
+    for n in ("a.png", "b.png"):
+        (d / "images" / n).write_bytes(IMAGE)
+    (d / "instances_train.json").write_text(to_json(doc))
+    return d
+
+
 def to_yaml(doc: Any) -> str:
     """YAML text of ``doc`` (flow style), with `Raw` pieces spliced in verbatim."""
     text = to_json(doc)  # JSON is YAML 1.2; PyYAML reads it too (except NaN/Infinity, which are junk anyway)
@@ -180,10 +189,7 @@ def test_fuzz_coco(changes: list[tuple[tuple[Any, ...], Any]]) -> None:
     for path, value in changes:
         set_path(doc, path, value)
     with workdir() as d:
-        (d / "images").mkdir()
-        (d / "images" / "a.png").write_bytes(IMAGE)
-        (d / "images" / "b.png").write_bytes(IMAGE)
-        (d / "instances_train.json").write_text(to_json(doc))
+        write_coco(d, doc)
         check("coco", d / "instances_train.json")
 
 
@@ -408,22 +414,14 @@ def cli_case(name: str) -> Callable[[Callable[[Path], tuple[Path, list[str]]]], 
 def _coco_rle(d: Path) -> tuple[Path, list[str]]:
     doc = copy.deepcopy(COCO)
     doc["annotations"][1]["segmentation"]["size"] = [Raw("9" * 5000), W]
-    (d / "images").mkdir()
-    for n in ("a.png", "b.png"):
-        (d / "images" / n).write_bytes(IMAGE)
-    (d / "instances_train.json").write_text(to_json(doc))
-    return d, ["--from", "coco"]
+    return write_coco(d, doc), ["--from", "coco"]
 
 
 @cli_case("coco nan score")
 def _coco_score(d: Path) -> tuple[Path, list[str]]:
     doc = copy.deepcopy(COCO)
     doc["annotations"][1]["score"] = "0.5"
-    (d / "images").mkdir()
-    for n in ("a.png", "b.png"):
-        (d / "images" / n).write_bytes(IMAGE)
-    (d / "instances_train.json").write_text(to_json(doc))
-    return d, ["--from", "coco"]
+    return write_coco(d, doc), ["--from", "coco"]
 
 
 @cli_case("cvat rotation inf")
