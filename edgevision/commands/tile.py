@@ -25,13 +25,11 @@ def command(
 ) -> None:
     """Slice large images into overlapping tiles; clip boxes, drop barely visible objects, map tiles back."""
     import json
-    import shutil
-    import tempfile
 
     from edgevision.commands._present import check_choice, output_format, print_findings, print_losses
     from edgevision.commands._present import out as console
     from edgevision.convert import read_dataset, write_dataset
-    from edgevision.core.io import check_output_clear, check_output_path
+    from edgevision.core.io import check_output_clear, check_output_path, staging_dir
     from edgevision.data.tile import TILE_MAP_FILE, TileOptions, tile_dataset
 
     options = TileOptions(size=size, overlap=overlap, min_visibility=min_visibility, keep_empty=keep_empty, seed=seed)
@@ -43,15 +41,11 @@ def command(
     if json_out is not None:
         check_output_clear(json_out, rr.sources, what="--json")
     fmt = output_format(to, rr.format)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tiles.", dir=dst.parent))
-    try:
+    with staging_dir(dst.parent, f".{dst.name}.tiles.") as staging:
         res = _run(tile_dataset, rr, options, staging)
         tile_map = json.dumps(res.tile_map(options), ensure_ascii=False).encode("utf-8")
         losses = write_dataset(res.dataset, out, fmt, images="copy", overwrite=overwrite,
                                extra_files={TILE_MAP_FILE: tile_map}, protect=rr.sources)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if rr.detection is not None:
         console.print(f"detected format [bold]{rr.format}[/bold]: {rr.detection.reason}", highlight=False)
     print_findings(rr.report)

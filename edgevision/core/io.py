@@ -233,6 +233,24 @@ def check_output_clear(out: Path | str, sources: Iterable[Path | str], *, what: 
 
 
 @contextmanager
+def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A scratch folder in ``parent`` (for work that precedes an atomic write), always removed afterwards.
+
+    Creation and removal run with signals deferred (`signals_deferred`), so a SIGINT / SIGTERM / SIGHUP
+    that lands just as the folder appears cannot leave it behind (`tempfile.TemporaryDirectory` has that
+    window between creating the folder and entering its block).
+    """
+    with signals_deferred():
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield tmp
+    finally:
+        with signals_deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
 def atomic_dir(out: Path, overwrite: bool = False, *, protect: Iterable[Path | str] = ()) -> Iterator[Path]:
     """Yield a temporary folder next to ``out``; on success it becomes ``out``, on failure it vanishes.
 

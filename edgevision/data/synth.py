@@ -275,7 +275,6 @@ def write_synth(
     Raises:
         OutputExistsError: ``dst`` exists and ``overwrite`` is False (checked before rendering).
     """
-    import tempfile
 
     from edgevision.convert import write_dataset
     from edgevision.core.errors import OutputExistsError
@@ -285,9 +284,10 @@ def write_synth(
     get_format(to)
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst}: output already exists; choose another path or pass --overwrite")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dst.name}.render.", dir=dst.parent) as tmp:
-        ds = synth(Path(tmp) / "images", n=n, seed=seed, imgsz=imgsz, progress=progress)
+    from edgevision.core.io import staging_dir
+
+    with staging_dir(dst.parent, f".{dst.name}.render.") as tmp:
+        ds = synth(tmp / "images", n=n, seed=seed, imgsz=imgsz, progress=progress)
         write_dataset(ds, dst, to, images="copy", overwrite=overwrite)
     return ds
 
