@@ -1,7 +1,7 @@
 """Evaluation: COCO metrics through pycocotools, P/R/F1 and a confusion matrix at one confidence,
-per-class operating points for a target recall / precision, image-level escape / false-reject
-rates, and a paired bootstrap over images of the difference between two models' mAP. Inputs are
-canonical `ImageRecord` lists (ground truth and predictions, paired by name).
+operating points (per class, per image or priced; `edgevision.evaluate.operating`), image-level escape /
+false-reject rates with exact 95% intervals, and a paired bootstrap over images of the difference between
+two models' mAP. Inputs are canonical `ImageRecord` lists (ground truth and predictions, paired by name).
 
 Importing this package does not import pycocotools (it is imported when metrics are computed).
 """
@@ -9,7 +9,13 @@ Importing this package does not import pycocotools (it is imported when metrics 
 from edgevision.evaluate.bootstrap import BootstrapResult, MatchTable, match_table, paired_bootstrap
 from edgevision.evaluate.coco import CocoMetrics, coco_evaluate
 from edgevision.evaluate.matching import PRF, ConfusionMatrix
-from edgevision.evaluate.operating import OperatingPoints, choose_thresholds, image_decisions
+from edgevision.evaluate.operating import (
+    OperatingPoints,
+    SelectionRule,
+    choose_thresholds,
+    image_decisions,
+    select_operating_points,
+)
 from edgevision.evaluate.predictions import read_predictions, write_predictions
 from edgevision.evaluate.report import EvalReport, evaluate
 
@@ -21,6 +27,7 @@ __all__ = [
     "ConfusionMatrix",
     "EvalReport",
     "OperatingPoints",
+    "SelectionRule",
     "choose_thresholds",
     "coco_evaluate",
     "evaluate",
@@ -28,5 +35,6 @@ __all__ = [
     "match_table",
     "paired_bootstrap",
     "read_predictions",
+    "select_operating_points",
     "write_predictions",
 ]

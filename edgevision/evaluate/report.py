@@ -21,7 +21,14 @@ from edgevision.evaluate.matching import (
     prepare_gt,
     prf_at,
 )
-from edgevision.evaluate.operating import OperatingPoints, image_decisions
+from edgevision.evaluate.operating import (
+    MIN_THRESHOLD,
+    OperatingPoints,
+    decisions_summary,
+    image_decisions,
+    image_scores,
+    tradeoff_curve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,10 @@ class EvalReport:
         per_class: P/R/F1 of each class at ``conf`` and ``iou``; overall: the same, micro-averaged.
         confusion: the confusion matrix at ``conf`` and ``iou``.
         operating: the operating points used for ``decisions`` (None: one threshold ``conf`` for all).
-        decisions: image-level escapes / false rejects (see `image_decisions`).
+        decisions: image-level escapes / false rejects (see `image_decisions`), with their 95% intervals.
         conf, iou, max_dets, difficult: the settings.
+        tradeoff: the image-level trade-off curve (`edgevision.evaluate.operating.tradeoff_curve` points as
+            dicts), None when the split lacks defective or defect-free images.
     """
 
     coco: CocoMetrics
@@ -51,6 +60,7 @@ class EvalReport:
     iou: float
     max_dets: int
     difficult: str
+    tradeoff: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +71,7 @@ class EvalReport:
             "confusion": self.confusion.to_dict(),
             "operating": None if self.operating is None else self.operating.to_dict(),
             "decisions": {**self.decisions, "thresholds_from": "operating" if self.operating else "conf"},
+            "tradeoff": self.tradeoff,
         }
 
     def markdown(self) -> str:
@@ -90,15 +101,13 @@ class EvalReport:
         lines.append(f"| **all** | {o.gt} | {f(c.map50_95)} | {f(c.map50)} | {f(o.precision)} | {f(o.recall)} | "
                      f"{f(o.f1)} |")
         d = self.decisions
-        src = (f"per-class thresholds for {self.operating.target} >= {self.operating.value:g}" if self.operating
-               else f"confidence >= {self.conf:g}")
-        lines += [
-            "",
-            f"Image-level decisions at {src}: escape rate {f(d['escape_rate'])} "
-            f"({d['escapes']}/{d['defective_images']} defective images not flagged), false-reject rate "
-            f"{f(d['false_reject_rate'])} ({d['false_rejects']}/{d['defect_free_images']} defect-free images "
-            f"flagged); object miss rate {f(d['object_miss_rate'])} ({d['missed_objects']}/{d['objects']}).",
-        ]
+        op = self.operating
+        src = "the operating points" if op else f"confidence >= {self.conf:g}"
+        lines += ["", f"Image-level decisions at {src}: {decisions_summary(d)}; object miss rate "
+                      f"{f(d['object_miss_rate'])} ({d['missed_objects']}/{d['objects']})."]
+        if op is not None:
+            lines += ["", "| class | threshold | rule |", "|---|---:|---|"]
+            lines += [f"| {n} | {t:.3g} | {op.rules.get(n, {}).get('text', op.target)} |" for n, t in op.classes.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -112,6 +121,7 @@ def evaluate(
     operating: OperatingPoints | None = None,
     max_dets: int = 100,
     difficult: str = "ignore",
+    tradeoff: bool = False,
 ) -> EvalReport:
     """Evaluate predictions against ground truth (records paired by name).
 
@@ -124,6 +134,8 @@ def evaluate(
         operating: per-class thresholds for the image-level decisions.
         max_dets: detections per image and class kept (COCO ``maxDets``; P/R/F1 keep the same).
         difficult: ``"ignore"``, ``"count"`` or ``"drop"`` (see `edgevision.evaluate.coco`).
+        tradeoff: compute the image-level trade-off curve (`EvalReport.tradeoff`) when ``operating`` does not
+            carry one (a search over thresholds: seconds on large splits, so off unless asked).
 
     Raises:
         ConfigError: bad settings, or ``operating`` for other classes; DatasetError: unpaired predictions.
@@ -142,6 +154,12 @@ def evaluate(
     cm = confusion_matrix(gts, paired, labels, conf, iou)
     thresholds: Any = operating if operating is not None else conf
     decisions = image_decisions(gt, preds, thresholds, labels=labels, iou=iou, difficult=difficult)
+    curve = operating.curve if operating is not None and operating.curve else None
+    if curve is None and tradeoff:
+        ims = image_scores(gt, preds, labels, difficult)
+        if ims.n_defective and ims.n_good:
+            floor = float((operating.rule if operating is not None else {}).get("min_threshold", MIN_THRESHOLD))
+            curve = [pt.to_dict() for pt in tradeoff_curve(ims, min_threshold=min(floor, MIN_THRESHOLD))]
     log.info("eval: mAP50-95 %s mAP50 %s P %s R %s escape rate %s false-reject rate %s", coco.map50_95, coco.map50,
              overall.precision, overall.recall, decisions["escape_rate"], decisions["false_reject_rate"])
-    return EvalReport(coco, per, overall, cm, operating, decisions, conf, iou, max_dets, difficult)
+    return EvalReport(coco, per, overall, cm, operating, decisions, conf, iou, max_dets, difficult, curve)

@@ -30,6 +30,7 @@ __all__ = [
     "ModelFormatError",
     "ModelMetadata",
     "OutputSpec",
+    "legacy_rule",
 ]
 
 METADATA_KEY = "edgevision"
@@ -118,8 +119,9 @@ class ModelMetadata:
         input, output: see `InputSpec`, `OutputSpec`.
         task: ``detect``; stride: the network's largest stride (input sides are multiples of it);
         precision: ``fp32`` / ``fp16`` / ``int8``; opset: the ONNX opset of the default domain;
-        thresholds: the operating points from training (``edgevision.thresholds/1`` document:
-            ``target``, ``value``, ``iou``, ``classes`` {name: threshold}, ...) or None;
+        thresholds: the operating points (``edgevision.thresholds/2`` document, ``/1`` in older files:
+            ``target``, ``value``, ``iou``, ``classes`` {name: threshold}, ``rules`` {name: {rule, text}}, ...)
+            or None;
         defaults: ``conf``, ``iou``, ``max_det`` the runtime uses when neither the call nor the
             operating points say otherwise;
         source: provenance: ``backend``, ``arch``, ``weights_sha256``, ``licence``, ``weights_origin``,
@@ -240,8 +242,30 @@ class ModelMetadata:
         if h <= 0 or w <= 0:
             raise ModelFormatError(f"{where}: metadata input size {self.input.size_hw} is not positive")
 
+    def class_rules(self) -> dict[str, str] | None:
+        """How each class's operating point was chosen, ``{class name: text}`` (e.g. ``"recall >= 0.9 (reached
+        0.93)"``, ``"F1-optimal (F1 0.62): recall >= 0.9 not reachable (best 0.71)"``), or None without operating
+        points. Files written before the rules were stored get them derived from ``target`` (`legacy_rule`)."""
+        if not self.thresholds or not isinstance(self.thresholds.get("classes"), dict):
+            return None
+        rules = self.thresholds.get("rules") or {}
+        return {str(n): str((rules.get(n) or legacy_rule(self.thresholds, str(n))).get("text", ""))
+                for n in self.thresholds["classes"]}
+
     def class_thresholds(self) -> dict[str, float] | None:
         """The operating points as ``{class name: threshold}``, or None when the model has none."""
         if not self.thresholds or not isinstance(self.thresholds.get("classes"), dict):
             return None
         return {str(k): float(v) for k, v in self.thresholds["classes"].items()}
+
+
+def legacy_rule(doc: dict[str, Any], name: str) -> dict[str, str]:
+    """The rule of class ``name`` in an operating-points document without ``rules`` (``edgevision.thresholds/1``):
+    its target, or, for a class listed unreachable, "the lowest score seen", which that version wrote."""
+    target, value = doc.get("target"), doc.get("value")
+    if target is None:
+        return {"rule": "manual", "text": "set by hand (no rule recorded)"}
+    if name in (doc.get("unreachable") or []):
+        return {"rule": "lowest", "text": f"lowest score seen: {target} >= {value} not reachable (thresholds/1; "
+                                          "re-choose with edgevision eval --target ... --save-thresholds)"}
+    return {"rule": str(target), "text": f"{target} >= {value}" if value is not None else str(target)}

@@ -39,15 +39,35 @@ def test_recall_targets() -> None:
     op = choose_thresholds(GT, PREDS, LABELS, "recall", 0.5)
     assert op.classes["d"] == f32(0.8)  # the highest threshold reaching recall 0.5
     assert op.achieved["d"] == {"recall": 0.5, "precision": 1.0, "tp": 2, "fp": 0, "gt": 4}
-    assert op.classes["e"] == f32(0.4)  # no detection of e: the lowest score seen over all classes
-    assert op.classes["f"] == f32(0.5)  # no gt of f: unreachable, its lowest score
+    assert op.rules["d"] == {"rule": "recall", "text": "recall >= 0.5 (reached 0.500)"}
+    # no detection of e finds its object: never the lowest score seen, the default confidence, and said so
+    assert op.classes["e"] == 0.25 and op.rules["e"]["rule"] == "default"
+    assert "no threshold finds any object" in op.rules["e"]["text"]
+    assert op.classes["f"] == 0.25 and "no gt object" in op.rules["f"]["text"]  # no gt of f
     assert op.unreachable == ["e", "f"]
     assert choose_thresholds(GT, PREDS, LABELS, "recall", 0.75).classes["d"] == f32(0.4)
     assert choose_thresholds(GT, PREDS, LABELS, "recall", 0.25).classes["d"] == f32(0.9)
     full = choose_thresholds(GT, PREDS, LABELS, "recall", 1.0)
-    assert full.unreachable == ["d", "e", "f"] and full.classes["d"] == f32(0.4)
-    assert full.achieved["d"]["recall"] == 0.75 and full.achieved["d"]["precision"] == pytest.approx(0.6)
+    # recall 1.0 is out of reach: d falls back to its F1-optimal threshold (F1 2/3 at 0.8 and at 0.4: the higher)
+    assert full.unreachable == ["d", "e", "f"] and full.classes["d"] == f32(0.8)
+    assert full.rules["d"] == {"rule": "f1", "text": "F1-optimal (F1 0.67): recall >= 1 not reachable (best 0.750)"}
+    assert full.achieved["d"] == {"recall": 0.5, "precision": 1.0, "tp": 2, "fp": 0, "gt": 4}
     assert full.achieved["e"] == {"recall": 0.0, "precision": None, "tp": 0, "fp": 0, "gt": 1}
+    # the default fallback instead of F1
+    dflt = choose_thresholds(GT, PREDS, LABELS, "recall", 1.0, fallback="default")
+    assert dflt.classes["d"] == 0.25 and dflt.rules["d"]["rule"] == "default"
+
+
+def test_minimum_threshold_is_never_undercut() -> None:
+    # recall 0.75 needs 0.4; with a minimum of 0.5 it is reachable only below the minimum: F1 fallback above it
+    op = choose_thresholds(GT, PREDS, LABELS, "recall", 0.75, min_threshold=0.5)
+    assert op.classes["d"] == f32(0.8) and op.rules["d"]["rule"] == "f1"
+    assert "reached only below the minimum threshold 0.5" in op.rules["d"]["text"]
+    assert min(op.classes.values()) >= 0.5  # the default (0.25) is raised to the minimum too
+    with pytest.raises(ConfigError, match="min_threshold"):
+        choose_thresholds(GT, PREDS, LABELS, "recall", 0.5, min_threshold=0.0)
+    with pytest.raises(ConfigError, match="fallback"):
+        choose_thresholds(GT, PREDS, LABELS, "recall", 0.5, fallback="lowest")
 
 
 def test_precision_targets() -> None:
@@ -64,12 +84,16 @@ def test_difficult_counts_in_operating_points() -> None:
 
 
 def test_image_decisions_hand_computed() -> None:
-    op = choose_thresholds(GT, PREDS, LABELS, "recall", 0.5)  # d 0.8, e 0.4, f 0.5
+    op = choose_thresholds(GT, PREDS, LABELS, "recall", 0.5)  # d 0.8, e 0.25, f 0.25
     d = image_decisions(GT, PREDS, op, labels=LABELS)
     # flagged: 1 (0.9 d), 2 (0.8 d), 4 (f at 0.5); not flagged: 3 (d at 0.6 < 0.8), 5
     assert (d["defective_images"], d["defect_free_images"], d["ambiguous_images"]) == (3, 1, 1)
     assert (d["escapes"], d["escape_rate"], d["escaped_images"]) == (1, 1 / 3, ["3.png"])
     assert (d["false_rejects"], d["false_reject_rate"], d["false_reject_images"]) == (1, 1.0, ["4.png"])
+    # each rate with its exact 95% interval: 1/3 -> (0.0084, 0.9057), 1/1 -> (0.025, 1)
+    assert d["escape"]["k"] == 1 and d["escape"]["n"] == 3
+    assert d["escape"]["lower"] == pytest.approx(0.008404, abs=1e-5) and d["escape"]["upper"] == pytest.approx(0.905700, abs=1e-5)
+    assert d["false_reject"]["lower"] == pytest.approx(0.025) and d["false_reject"]["upper"] == 1.0
     # objects: d 4 (found: 1.png, first of 2.png), e 1 (missed)
     assert (d["objects"], d["missed_objects"], d["object_miss_rate"]) == (5, 3, 0.6)
     assert d["per_class_miss"]["d"] == {"objects": 4, "missed": 2, "miss_rate": 0.5}
@@ -88,13 +112,15 @@ def test_evaluate_uses_operating_points() -> None:
     rep = evaluate(GT, PREDS, LABELS, operating=op)
     assert rep.decisions["escapes"] == 1 and rep.to_dict()["decisions"]["thresholds_from"] == "operating"
     assert rep.to_dict()["operating"]["classes"]["d"] == f32(0.8)
-    assert "per-class thresholds for recall >= 0.5" in rep.markdown()
+    md = rep.markdown()
+    assert "escape rate 33.3% (1/3; 95% CI 0.8-90.6%)" in md and "| d | 0.8 | recall >= 0.5 (reached 0.500) |" in md
 
 
 def test_round_trip_and_errors(tmp_path: Path) -> None:
     op = choose_thresholds(GT, PREDS, LABELS, "recall", 0.5)
     d = op.to_dict()
-    assert set(d) == {"schema", "target", "value", "iou", "classes", "achieved", "unreachable"}
+    assert set(d) == {"schema", "target", "value", "iou", "classes", "rules", "achieved", "unreachable", "rule"}
+    assert d["schema"] == "edgevision.thresholds/2" and d["rule"]["mode"] == "recall"
     assert OperatingPoints.from_dict(d) == op
     path = op.save(tmp_path / "run" / "thresholds.json")
     assert OperatingPoints.load(path) == op
