@@ -70,7 +70,7 @@ def test_gt_as_predictions_give_map_1(sample: tuple[Path, Path], tmp_path: Path)
     assert d["prf"]["overall"]["precision"] == 1.0 and d["prf"]["overall"]["recall"] == 1.0
     assert d["decisions"]["escapes"] == 0 and d["decisions"]["thresholds_from"] == "conf"
     assert d["settings"] == {"conf": 0.25, "iou": 0.5, "max_dets": 100, "difficult": "ignore"}
-    for text in ("mAP50-95", "per class", "confusion matrix", "escape rate 0.000", "wrote report to"):
+    for text in ("mAP50-95", "per class", "confusion matrix", "escape rate 0.0% (0/", "wrote report to"):
         assert text in res.stdout, text
 
 
@@ -88,7 +88,7 @@ def test_target_chooses_and_saves_operating_points(sample: tuple[Path, Path], tm
     # the saved file is read back with --thresholds
     res = run_eval("--data", ds, "--predictions", preds, "--thresholds", tmp_path / "thresholds.json")
     assert res.returncode == 0, res.stderr
-    assert "operating points (recall >= 0.9)" in res.stdout
+    assert "recall >= 0.9" in res.stdout and "95% CI" in res.stdout
 
 
 def test_unsplit_dataset_and_coco_results(tmp_path: Path) -> None:
@@ -163,3 +163,58 @@ def test_model_path_with_a_run_folder(sample: tuple[Path, Path], tmp_path: Path,
     result = CliRunner().invoke(app, [str(run), "--data", str(ds_path)])
     assert isinstance(result.exception, ConfigError)
     assert "has classes ['crack', 'dent'] but the dataset has ['crack'" in str(result.exception)
+
+
+def write_table_dataset(root: Path) -> tuple[Path, Path]:
+    """The hand-computed score table of tests/evaluate/test_operating_image.py as a COCO dataset and an
+    EdgeVision predictions file: 5 defective images, 4 defect-free."""
+    from tests.evaluate.test_operating_image import HAND, HAND_DEFECTIVE, table_records
+    from tests.test_cli import write_image
+
+    gt, preds, labels = table_records(HAND, HAND_DEFECTIVE)
+    for r in gt:
+        write_image(root / r.name, (64, 64), seed=0)
+    coco = {"images": [{"id": i + 1, "file_name": r.name, "height": 64, "width": 64} for i, r in enumerate(gt)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
+                             "iscrowd": 0} for i, r in enumerate(gt) if len(r)],
+            "categories": [{"id": c + 1, "name": n} for c, n in enumerate(labels.names)]}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "instances.json").write_text(json.dumps(coco))
+    write_predictions(root / "preds.json", preds, labels)
+    return root / "instances.json", root / "preds.json"
+
+
+def test_image_level_and_priced_choice(tmp_path: Path) -> None:
+    gt, preds = write_table_dataset(tmp_path / "d")
+    base = ("--data", gt, "--predictions", preds, "--split", "all")
+    res = run_eval(*base, "--max-escape-rate", "0.2", "--save-thresholds", tmp_path / "t.json",
+                   "--curve-csv", tmp_path / "curve.csv", "--json", tmp_path / "e.json")
+    assert res.returncode == 0, res.stderr
+    op = OperatingPoints.load(tmp_path / "t.json")
+    assert op.target == "image" and op.classes == {"a": pytest.approx(0.6), "b": pytest.approx(0.2)}
+    for text in ("per image: escape rate <= 0.2, false rejects minimised", "image-level trade-off",
+                 "escape rate 20.0% (1/5; 95% CI 0.5-71.6%), false-reject rate 0.0% (0/4; 95% CI 0.0-60.2%)",
+                 "note: 5 defective images cannot show an escape rate <= 0.2 at 95% confidence"):
+        assert text in " ".join(res.stdout.split()), text
+    doc = json.loads((tmp_path / "e.json").read_text())
+    assert doc["decisions"]["escape"]["upper"] == pytest.approx(0.7164, abs=1e-4) and doc["tradeoff"]
+    assert (tmp_path / "curve.csv").read_text().startswith("escapes,defective_images,escape_rate")
+    res = run_eval(*base, "--cost-escape", "10", "--cost-false-reject", "1", "--json", tmp_path / "c.json")
+    assert res.returncode == 0, res.stderr
+    assert "expected cost 1111 per 1,000 parts" in " ".join(res.stdout.split())
+    assert json.loads((tmp_path / "c.json").read_text())["decisions"]["expected_cost"]["per_1000_parts"] == \
+        pytest.approx(1000 * 10 * 5 / 9 / 5)
+
+
+def test_image_level_refusals_are_one_line(tmp_path: Path) -> None:
+    gt, preds = write_table_dataset(tmp_path / "d")
+    base = ("--data", gt, "--predictions", preds, "--split", "all")
+    assert_one_line_error(run_eval(*base, "--max-escape-rate", "0", "--save-thresholds", tmp_path / "t.json"),
+                          "escape rate <= 0 cannot hold", "the lowest escape rate reachable is 20.0% (1/5")
+    assert not (tmp_path / "t.json").exists()
+    assert_one_line_error(run_eval(*base, "--cost-escape", "10"), "cost_escape and cost_false_reject")
+    assert_one_line_error(run_eval(*base, "--target", "recall=0.9", "--max-escape-rate", "0.1"),
+                          "--target (per class) or --max-escape-rate")
+    assert_one_line_error(run_eval(*base, "--save-thresholds", tmp_path / "t.json"), "--save-thresholds needs a rule")
+    assert_one_line_error(run_eval(*base, "--defect-rate", "0.1"), "--defect-rate prices decisions")
+    assert_one_line_error(run_eval(*base, "--fallback", "lowest"), "--fallback")
