@@ -30,6 +30,15 @@ def command(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     augment: str | None = typer.Option(None, "--augment", help="Augmentation preset (none, industrial-light, industrial, industrial-strong)."),
     time_hours: float | None = typer.Option(None, "--time-hours", help="Stop after this many hours of training."),
+    max_escape_rate: float | None = typer.Option(None, "--max-escape-rate", min=0.0, max=1.0, help="Choose the operating "
+                                                 "points per image on val: escape rate at most this, false rejects "
+                                                 "minimised (operating_point.max_escape_rate)."),
+    max_false_reject_rate: float | None = typer.Option(None, "--max-false-reject-rate", min=0.0, max=1.0,
+                                                       help="... and / or the false-reject rate at most this."),
+    cost_escape: float | None = typer.Option(None, "--cost-escape", help="Choose priced: the cost of one defective "
+                                             "part accepted (with --cost-false-reject)."),
+    cost_false_reject: float | None = typer.Option(None, "--cost-false-reject", help="The cost of one good part "
+                                                   "rejected (with --cost-escape)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run folder with its own config."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run folder if it exists."),
 ) -> None:
@@ -43,6 +52,10 @@ def command(
         "epochs": epochs, "batch": batch, "device": device, "seed": seed, "patience": patience,
         "workers": workers, "threads": threads, "augment": augment, "time_hours": time_hours,
     }
+    op = {k: v for k, v in (("max_escape_rate", max_escape_rate), ("max_false_reject_rate", max_false_reject_rate),
+                            ("cost_escape", cost_escape), ("cost_false_reject", cost_false_reject)) if v is not None}
+    if op:
+        cli["operating_point"] = op
     if resume is not None:
         if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
             raise ConfigError(f"--resume {resume} continues that run folder; drop --out {run_dir}")
@@ -118,20 +131,43 @@ def print_result(result: Any) -> None:
     if "metrics/mAP50-95(B)" in own:
         t.add_row("val mAP50-95 (Ultralytics' own val)", _f(own.get("metrics/mAP50-95(B)")))
         t.add_row("val mAP50 (Ultralytics' own val)", _f(own.get("metrics/mAP50(B)")))
-    ops = m["coco"].get("operating") or {}
     dec = m["coco"].get("decisions") or {}
-    if dec:
-        t.add_row("escape rate at operating points", _f(dec.get("escape_rate")))
-        t.add_row("false-reject rate at operating points", _f(dec.get("false_reject_rate")))
+    from edgevision.evaluate.operating import rate_of
+
+    for which, label in (("escape", "escape rate at operating points"),
+                         ("false_reject", "false-reject rate at operating points")):
+        r = rate_of(dec, which)
+        if r is not None:
+            t.add_row(label, r.text())
+    cost = dec.get("expected_cost")
+    if cost:
+        t.add_row("expected cost per 1,000 parts", f"{cost['per_1000_parts']:.4g} (95% CI {cost['lower']:.4g}-"
+                  f"{cost['upper']:.4g})")
     out.print(t)
-    th = result.thresholds.get("classes") or ops.get("classes") or {}
-    if th:
-        tt = Table(title=f"operating points ({result.thresholds.get('target')} >= {result.thresholds.get('value')})",
-                   title_justify="left")
-        tt.add_column("class")
-        tt.add_column("threshold", justify="right")
-        for name, v in th.items():
-            tt.add_row(name, _f(v))
+    th = result.thresholds or {}
+    if th.get("classes"):
+        from edgevision.commands.eval import rule_label
+        from edgevision.evaluate.operating import OperatingPoints, SelectionRule
+
+        op = OperatingPoints.from_dict(th)
+        rule = op.rule
+        title = SelectionRule(**{k: v for k, v in rule.items() if k != "mode"}).describe() if rule else op.target
+        tt = Table(title=f"operating points ({title})", title_justify="left")
+        for col in ("class", "threshold", "recall", "precision", "rule"):
+            tt.add_column(col, justify="left" if col in ("class", "rule") else "right")
+        for name, v in op.classes.items():
+            ach = op.achieved.get(name, {})
+            tt.add_row(name, _f(v), _f(ach.get("recall")), _f(ach.get("precision")), rule_label(op, name))
         out.print(tt)
+        for name in op.classes:
+            rule_of = op.rules.get(name, {})
+            if rule_of.get("rule") in ("f1", "default"):
+                out.print(f"  {name}: {rule_of.get('text')}", highlight=False)
+        if op.note:
+            err.print(f"[yellow]operating points: {op.note}; the closest point was kept[/yellow]", highlight=False)
+        if result.run.operating_curve.is_file():
+            out.print(f"image-level trade-off on val: {result.run.operating_curve}"
+                      + (f" and {result.run.operating_plot}" if result.run.operating_plot.is_file() else ""),
+                      highlight=False)
     out.print(f"[green]run folder {result.run.root}[/green]: weights/best.pt, metrics.json, thresholds.json, "
               "model_card.md", highlight=False)

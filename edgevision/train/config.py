@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgevision.config import describe_validation_error, read_yaml_mapping
 from edgevision.core.errors import ConfigError
@@ -20,18 +20,45 @@ Backend = Literal["ultralytics", "torchvision"]
 
 
 class OperatingPointConfig(BaseModel):
-    """How per-class confidence thresholds are chosen on the validation split.
+    """How the confidence thresholds are chosen on the validation split (see `edgevision.evaluate.operating`).
 
     Attributes:
-        target: ``recall`` (the default: QA fixes how many defects may escape) or ``precision``.
-        value: the target, e.g. 0.9 recall per class at IoU ``iou``.
+        target: ``recall`` (the default: QA fixes how many defects may escape) or ``precision``, per class.
+        value: the per-class target, e.g. 0.9 recall per class at IoU ``iou``.
+        max_escape_rate / max_false_reject_rate: choose per image instead: the thresholds keeping the image-level
+            escape rate (and / or false-reject rate) within the limit, minimising the other.
+        cost_escape / cost_false_reject: choose priced: the thresholds minimising the expected cost per part
+            (both needed; rate limits, if set, still hold).
+        defect_rate: the share of defective parts on the line, for the expected cost (default: the val split's).
+        fallback: ``f1`` (the default) or ``default``: the rule of a class whose per-class target is unreachable.
+        min_threshold: no rule chooses a threshold below this (0.05).
         iou: the IoU at which a detection matches a ground-truth box.
     """
 
     model_config = ConfigDict(extra="forbid")
     target: Literal["recall", "precision"] = "recall"
     value: float = Field(0.9, gt=0, le=1)
+    max_escape_rate: float | None = Field(None, ge=0, le=1)
+    max_false_reject_rate: float | None = Field(None, ge=0, le=1)
+    cost_escape: float | None = Field(None, gt=0)
+    cost_false_reject: float | None = Field(None, gt=0)
+    defect_rate: float | None = Field(None, ge=0, le=1)
+    fallback: Literal["f1", "default"] = "f1"
+    min_threshold: float = Field(0.05, gt=0, lt=1)
     iou: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _costs_in_pairs(self) -> OperatingPointConfig:
+        if (self.cost_escape is None) != (self.cost_false_reject is None):
+            raise ValueError("cost_escape and cost_false_reject go together (the cost of one escaped defective part "
+                             "and of one rejected good part)")
+        return self
+
+    def to_rule(self) -> Any:
+        """The `edgevision.evaluate.operating.SelectionRule` these settings describe."""
+        from edgevision.evaluate.operating import SelectionRule
+
+        return SelectionRule(**self.model_dump())
 
 
 class TrainConfig(BaseModel):

@@ -425,23 +425,39 @@ def _section_operating_points(thresholds: Mapping[str, Any] | None) -> list[str]
     if not thresholds:
         return [*out, "No operating points were chosen (all detections above the export default confidence count)."]
     target, value, iou = thresholds.get("target"), thresholds.get("value"), thresholds.get("iou")
-    if target and value is not None:
+    rule = thresholds.get("rule_text")
+    if rule:
+        out += [f"Chosen on the validation split: {_md(rule)}" + (f", at IoU {iou}" if iou is not None else "") + ".",
+                ""]
+    elif target and value is not None:
         out += [f"Per-class confidence thresholds chosen on the validation split for {_md(target)} ≥ {value}"
                 + (f" at IoU {iou}" if iou is not None else "") + ".", ""]
     per = _per_class_rows(thresholds.get("per_class"))
     if per:
-        out += [*_table(["class", "threshold", "precision", "recall", "target met"],
+        out += [*_table(["class", "threshold", "precision", "recall", "rule"],
                         [[_md(n), _num(_first(v, "threshold", "conf")), _num(_first(v, "precision")),
                           _num(_first(v, "recall")),
-                          _yes_no(v.get("achieved", v.get("met")), no="**no**")] for n, v in per]),
+                          _md(v["rule"]) if v.get("rule") else _yes_no(v.get("achieved", v.get("met")), no="**no**")]
+                         for n, v in per]),
                 ""]
+    if thresholds.get("note"):
+        out += [f"**The rule could not hold on val:** {_md(thresholds['note'])}; the closest point was kept.", ""]
     esc, frr = _first(thresholds, "escape_rate"), _first(thresholds, "false_reject_rate")
     if esc is not None or frr is not None:
         nd, ng = _first(thresholds, "defective_images"), _first(thresholds, "good_images")
-        out += [f"- **Escape rate** (defective images in which no defect was found): {_pct(esc)}"
-                + (f" of {nd} defective images" if nd is not None else ""),
-                f"- **False-reject rate** (defect-free images flagged): {_pct(frr)}"
-                + (f" of {ng} defect-free images" if ng is not None else ""), ""]
+        e_txt, f_txt = thresholds.get("escape_text"), thresholds.get("false_reject_text")
+        out += ["- **Escape rate** (defective images in which no defect was found): "
+                + (_md(e_txt) if e_txt else _pct(esc) + (f" of {nd} defective images" if nd is not None else "")),
+                "- **False-reject rate** (defect-free images flagged): "
+                + (_md(f_txt) if f_txt else _pct(frr) + (f" of {ng} defect-free images" if ng is not None else ""))]
+        cost = thresholds.get("expected_cost")
+        if cost:
+            out.append(f"- **Expected cost**: {cost['per_1000_parts']:.4g} per 1,000 parts (95% CI "
+                       f"{cost['lower']:.4g}-{cost['upper']:.4g}; escape {cost['cost_escape']:g}, false reject "
+                       f"{cost['cost_false_reject']:g} per part, defect rate {cost['defect_rate']:.3g})")
+        out += ["", "The intervals are exact binomial (Clopper-Pearson) 95% intervals: on few images a rate of 0 "
+                "is not a zero. The rates are measured on the images the thresholds were chosen on (optimistic); "
+                "`operating_curve.csv` holds the whole image-level trade-off.", ""]
     return out
 
 

@@ -10,7 +10,9 @@
       history.csv          one row per epoch (see HISTORY_COLUMNS)
       curves.png           training curves drawn from history.csv
       metrics.json         COCO metrics of best.pt on the validation split (+ backend's own numbers)
-      thresholds.json      per-class operating points, escape and false-reject rates
+      thresholds.json      per-class operating points (and the rule of each), escape and false-reject rates
+      operating_curve.csv  the image-level trade-off on val: escapes against false rejects, with thresholds
+      operating_curve.png  the same as a plot, the chosen point marked (with plots: true)
       model_card.md        what was trained on what, how well, under which licences
       backend/             the backend's own files (Ultralytics' save_dir, ...)
 """
@@ -74,6 +76,14 @@ class RunPaths:
     @property
     def thresholds(self) -> Path:
         return self.root / "thresholds.json"
+
+    @property
+    def operating_curve(self) -> Path:
+        return self.root / "operating_curve.csv"
+
+    @property
+    def operating_plot(self) -> Path:
+        return self.root / "operating_curve.png"
 
     @property
     def model_card(self) -> Path:

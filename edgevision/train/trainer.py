@@ -337,7 +337,9 @@ def train(prep: PreparedRun, *, progress: Progress | None = None, verbose: bool 
 def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], dataset_info: dict[str, Any],
            progress: Progress | None = None) -> TrainResult:
     """Evaluate best.pt on the validation split and write metrics, thresholds, curves and the model card."""
-    from edgevision.evaluate import choose_thresholds, evaluate
+    from edgevision.evaluate import evaluate
+    from edgevision.evaluate.operating import select_operating_points
+    from edgevision.evaluate.tradeoff import plot_tradeoff, write_tradeoff_csv
     from edgevision.train.predict import load_predictor
     from edgevision.train.report import model_card, plot_curves
 
@@ -357,8 +359,8 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
         if progress is not None:
             progress("evaluate", min(i + step, len(val)), len(val))
     op = cfg.operating_point
-    points = choose_thresholds(val, preds, ds.labels, target=op.target, value=op.value, iou=op.iou,
-                               difficult=cfg.difficult)
+    # strict=False: image-level limits the val split cannot meet keep the closest point (noted), not lose the run
+    points = select_operating_points(val, preds, ds.labels, op.to_rule(), difficult=cfg.difficult, strict=False)
     report = evaluate(val, preds, ds.labels, operating=points, iou=op.iou, difficult=cfg.difficult)
     backend_name = "Ultralytics" if cfg.backend == "ultralytics" else "torchvision"
     metrics = {
@@ -379,8 +381,13 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
     points.decisions = report.decisions
     points.save(run.thresholds)
     thresholds = points.to_dict()
+    if points.curve:
+        write_tradeoff_csv(points.curve, run.operating_curve)
     if cfg.plots:
         plot_curves(run.history, run.curves)
+        if points.curve:
+            plot_tradeoff(points.curve, run.operating_plot, chosen=report.decisions,
+                          title=f"{run.root.name}: image-level trade-off on val")
     card_metrics, card_thresholds = _card_inputs(report, points, metrics, summary)
     weights_info = {**prep.spec.to_dict(), "trained_sha256": sha256_file(weights),
                     "trained_path": str(weights.relative_to(run.root))}
@@ -411,14 +418,22 @@ def _card_inputs(report: Any, points: Any, metrics: dict[str, Any], summary: dic
         "epochs_completed": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
         "train_time_s": summary.get("train_time_s"),
     }
+    from edgevision.evaluate.operating import SelectionRule, rate_of
+
     d = report.decisions
+    e, f = rate_of(d, "escape"), rate_of(d, "false_reject")
+    rule = {k: v for k, v in points.rule.items() if k != "mode"}
     card_thresholds = {
         "target": points.target, "value": points.value, "iou": points.iou,
+        "rule_text": SelectionRule(**rule).describe() if rule else None, "note": points.note,
         "per_class": {name: {"threshold": t, "precision": points.achieved.get(name, {}).get("precision"),
                              "recall": points.achieved.get(name, {}).get("recall"),
-                             "achieved": name not in points.unreachable}
+                             "achieved": name not in points.unreachable,
+                             "rule": points.rules.get(name, {}).get("text")}
                       for name, t in points.classes.items()},
         "escape_rate": d.get("escape_rate"), "false_reject_rate": d.get("false_reject_rate"),
+        "escape_text": e.text() if e else None, "false_reject_text": f.text() if f else None,
+        "expected_cost": d.get("expected_cost"),
         "defective_images": d.get("defective_images"), "good_images": d.get("defect_free_images"),
     }
     return card_metrics, card_thresholds

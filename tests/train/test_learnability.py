@@ -50,3 +50,76 @@ def _check_onnx_export_of_a_trained_model(learned: dict[str, Path], tmp_path: Pa
         rate, n_ours, n_theirs = pair_rate(ours, theirs)
         print(f"parity with Ultralytics ONNX predict at conf {conf}: {rate:.4f} of {n_theirs} boxes paired")
         assert n_theirs >= len(images) // 2 and rate >= 0.99, (conf, rate, n_ours, n_theirs)
+
+
+@pytest.mark.slow
+def test_operating_points_of_a_trained_model(learned: dict[str, Path], tmp_path: Path) -> None:
+    """The learned model's operating points are never degenerate, say their rule everywhere (run folder, model
+    card, ONNX metadata, predict), carry the image-level trade-off, and can be re-chosen per image or priced."""
+    import numpy as np
+
+    from edgevision.evaluate.operating import OperatingPoints
+    from edgevision.runtime import Detector
+
+    run, onnx = learned["run"], learned["onnx"]
+    op = OperatingPoints.load(run / "thresholds.json")
+    assert min(op.classes.values()) >= 0.05, op.classes  # the recall target is out of reach for some classes
+    assert set(op.rules) == set(op.classes)
+    for name in op.unreachable:
+        assert op.rules[name]["rule"] in ("f1", "default"), op.rules[name]
+    for name in set(op.classes) - set(op.unreachable):
+        assert op.rules[name]["text"].startswith("recall >= 0.9 (reached ")
+    assert op.decisions["escape"]["upper"] >= op.decisions["escape_rate"]
+    card = (run / "model_card.md").read_text()
+    assert "95% CI" in card and all(op.rules[n]["text"] in card for n in op.classes)
+    assert (run / "operating_curve.csv").read_text().startswith("escapes,") and (run / "operating_curve.png").is_file()
+
+    det = Detector(onnx, threads=1)
+    assert det.operating_rules == {n: op.rules[n]["text"] for n in op.classes}
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    assert len(det(noise, conf=0.001)) > 50 and len(det(noise)) <= 2  # noise passes 0.001, not the operating points
+
+    val = learned["sample"] / "images" / "val"
+    r = run_cli("predict", onnx, val, "--out", tmp_path / "pred")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert doc["threshold_rules"] == det.operating_rules and "rule (how the operating point was chosen)" in r.stdout
+
+    # re-chosen per image on val: either the limit holds or one line says the best reachable
+    base = ("eval", onnx, "--data", learned["sample"], "--split", "val")
+    r = run_cli(*base, "--max-escape-rate", "0.25", "--save-thresholds", tmp_path / "img.json", "--curve-plot",
+                tmp_path / "curve.png", "--json", tmp_path / "img-eval.json")
+    if r.returncode == 0:
+        d = json.loads((tmp_path / "img-eval.json").read_text())["decisions"]
+        assert d["escape_rate"] <= 0.25 and (tmp_path / "curve.png").is_file()
+        img = OperatingPoints.load(tmp_path / "img.json")
+        assert img.target == "image" and min(img.classes.values()) >= 0.05
+    else:
+        assert r.returncode == 2 and "cannot hold on this split" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # priced: never worse than any point of the achievable curve, and carried into a re-export
+    r = run_cli(*base, "--cost-escape", "20", "--cost-false-reject", "1", "--save-thresholds", tmp_path / "cost.json",
+                "--json", tmp_path / "cost-eval.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "cost-eval.json").read_text())
+    d, curve = rep["decisions"], rep["tradeoff"]
+    D, G = d["defective_images"], d["defect_free_images"]
+    p = D / (D + G)
+
+    def cost(e: int, f: int) -> float:
+        return 1000 * (20 * p * e / D + 1 * (1 - p) * f / G)
+
+    assert d["expected_cost"]["per_1000_parts"] == pytest.approx(cost(d["escapes"], d["false_rejects"]))
+    assert all(cost(d["escapes"], d["false_rejects"]) <= cost(pt["escapes"], pt["false_rejects"]) + 1e-9
+               for pt in curve)
+    other = json.loads((tmp_path / "cost.json").read_text())
+    other["classes"] = {"x": 0.5}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    r = run_cli("export", run, "--out", tmp_path / "bad.onnx", "--thresholds", tmp_path / "other.json")
+    assert r.returncode == 2 and "operating points for classes ['x'] but the model has" in r.stderr
+    assert not (tmp_path / "bad.onnx").exists()
+    r = run_cli("export", run, "--out", tmp_path / "priced.onnx", "--thresholds", tmp_path / "cost.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    priced = Detector(tmp_path / "priced.onnx", threads=1)
+    assert priced.metadata.thresholds["target"] == "cost" and set(priced.operating_rules.values()) <= {
+        "per image, priced: escape 20, false reject 1 per part, defect rate of the split",
+        *(t for t in priced.operating_rules.values() if t.startswith("default "))}
