@@ -154,6 +154,7 @@ class OpenModel:
         detect: ``detect(frame, conf, iou, max_det)`` -> an `ImageRecord` with scores, boxes in the
             image's pixels, only detections passing ``conf`` (a float, or per-class thresholds).
         describe: one line for the console (file, providers / device).
+        rules: ``{class: how its operating point was chosen}`` (see `ModelMetadata.class_rules`), or None.
     """
 
     labels: LabelMap
@@ -162,6 +163,7 @@ class OpenModel:
     detect: Callable[[Frame, Any, float, int], ImageRecord]
     describe: str
     tiled: bool = False
+    rules: dict[str, str] | None = None
 
 
 def open_model(model: Path, *, providers: list[str] | None = None, threads: int | None = None, device: str = "cpu",
@@ -203,7 +205,7 @@ def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, ti
 
     return OpenModel(labels, "onnx", det.metadata.class_thresholds(), detect,
                      f"{model} (ONNX {det.metadata.output.layout}, {det.metadata.precision}; "
-                     f"providers {', '.join(det.providers)})", tiled=tile is not None)
+                     f"providers {', '.join(det.providers)})", tiled=tile is not None, rules=det.operating_rules)
 
 
 def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
@@ -214,6 +216,7 @@ def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
 
     found = model_operating_points(model)
     operating = dict(found.classes) if found is not None else None
+    rules = {n: found.rules.get(n, {}).get("text", found.target) for n in found.classes} if found is not None else None
     names = list(pred.labels.names)
 
     def detect(frame: Frame, conf: Any, iou: float, max_det: int) -> ImageRecord:
@@ -226,7 +229,7 @@ def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
         p = pred.predict([rec], conf=low, max_det=max_det)[0]
         return _apply_thresholds(p, conf, names)
 
-    return OpenModel(LabelMap(names), "pytorch", operating, detect, f"{model} (PyTorch, device {device})")
+    return OpenModel(LabelMap(names), "pytorch", operating, detect, f"{model} (PyTorch, device {device})", rules=rules)
 
 
 def _apply_thresholds(rec: ImageRecord, conf: Any, names: list[str]) -> ImageRecord:
@@ -250,7 +253,8 @@ class PredictResult:
         records: one prediction record per readable input, in input order.
         decisions: ``{name: "reject" | "accept"}``: reject when any detection passes its threshold.
         unreadable: ``[(name, reason)]`` for inputs that could not be decoded or predicted.
-        thresholds: ``{class: threshold}`` used; threshold_source: where they came from.
+        thresholds: ``{class: threshold}`` used; threshold_source: where they came from;
+        rules: ``{class: how the model's operating point was chosen}`` (empty when they are not the model's).
     """
 
     records: list[ImageRecord] = field(default_factory=list)
@@ -258,6 +262,7 @@ class PredictResult:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
     threshold_source: str = ""
+    rules: dict[str, str] = field(default_factory=dict)
 
     def class_summary(self, names: list[str]) -> dict[str, dict[str, int]]:
         """Per class: detections and images with at least one."""
@@ -293,7 +298,8 @@ def predict_source(m: OpenModel, frames: Iterator[Frame], *, conf: float | None,
         on_frame: called after each input with the frame and its record (None when unreadable).
     """
     thr, source = resolve_thresholds(m, conf)
-    res = PredictResult(thresholds=thr, threshold_source=source)
+    res = PredictResult(thresholds=thr, threshold_source=source,
+                        rules=dict(m.rules or {}) if conf is None and m.operating else {})
     for frame in frames:
         rec: ImageRecord | None = None
         if frame.error is not None:

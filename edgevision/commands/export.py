@@ -1,4 +1,5 @@
-"""``edgevision export MODEL --out model.onnx [--imgsz] [--opset] [--dynamic-batch] [--half] [--nms-in-graph]``.
+"""``edgevision export MODEL --out model.onnx [--imgsz] [--opset] [--dynamic-batch] [--half] [--nms-in-graph]
+[--thresholds FILE]``.
 
 Exports a run folder or a ``.pt`` (Ultralytics YOLO or EdgeVision's torchvision SSDlite) to one ONNX
 file carrying EdgeVision's metadata (see `edgevision.export.export_model`), offline. Exit code 0, or 2
@@ -26,12 +27,14 @@ def command(
     nms_in_graph: bool = typer.Option(False, "--nms-in-graph", help="Append decode + ONNX NonMaxSuppression "
                                       "(raw YOLOv8/11 heads)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    thresholds: Path | None = typer.Option(None, "--thresholds", help="Operating points to carry (a thresholds.json "
+                                           "from `edgevision eval --save-thresholds`) instead of the run's own."),
 ) -> None:
     """Export a trained detector to ONNX with EdgeVision metadata (offline, checked)."""
     from edgevision.export import export_model
 
     res = export_model(model, out_path, imgsz=imgsz, opset=opset, dynamic_batch=dynamic_batch, half=half,
-                       nms_in_graph=nms_in_graph, overwrite=overwrite)
+                       nms_in_graph=nms_in_graph, overwrite=overwrite, thresholds=thresholds)
     m = res.metadata
     t = Table(title=f"{model} -> {res.path}", title_justify="left", show_header=False)
     t.add_column("")

@@ -149,7 +149,7 @@ def _write_outputs(stage: Path, res: Any, names: list[str], model: Path, fmt: st
     summary = res.class_summary(names)
     doc = {
         "schema": SCHEMA, "classes": names, "model": str(model), "model_kind": m.kind,
-        "thresholds": res.thresholds, "threshold_source": res.threshold_source,
+        "thresholds": res.thresholds, "threshold_source": res.threshold_source, "threshold_rules": res.rules,
         "images": images,
         "unreadable": [{"name": n, "error": e} for n, e in res.unreadable],
         "summary": {"images": len(res.records), "unreadable": len(res.unreadable),
@@ -177,8 +177,11 @@ def _print_summary(res: Any, names: list[str], out_dir: Path) -> None:
     t.add_column("threshold", justify="right")
     t.add_column("detections", justify="right")
     t.add_column("images", justify="right")
+    if res.rules:
+        t.add_column("rule (how the operating point was chosen)")
     for n, s in res.class_summary(names).items():
-        t.add_row(n, f"{res.thresholds[n]:.4g}", str(s["detections"]), str(s["images"]))
+        t.add_row(n, f"{res.thresholds[n]:.4g}", str(s["detections"]), str(s["images"]),
+                  *([res.rules.get(n, "-")] if res.rules else []))
     out.print(t)
     if res.unreadable:
         err.print(f"[yellow]{len(res.unreadable)} input(s) could not be read (listed in predictions.json):[/yellow]")

@@ -74,7 +74,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def export_model(model: Path | str, out: Path | str, *, imgsz: int | None = None, opset: int | None = None,
                  dynamic_batch: bool = False, half: bool = False, nms_in_graph: bool = False,
-                 overwrite: bool = False) -> ExportResult:
+                 overwrite: bool = False, thresholds: Path | str | None = None) -> ExportResult:
     """Export a trained detector to ONNX with EdgeVision's metadata (schema ``edgevision.model/1``).
 
     Args:
@@ -86,6 +86,8 @@ def export_model(model: Path | str, out: Path | str, *, imgsz: int | None = None
         half: FP16 weights and activations, float32 input and outputs (YOLO layouts only).
         nms_in_graph: append decode + NMS (``yolo-raw`` models only); layout ``nms-in-graph``.
         overwrite: replace an existing ``out``.
+        thresholds: a ``thresholds.json`` (``edgevision eval ... --save-thresholds``) to carry instead of the
+            run's own operating points; its classes must be the model's.
 
     Raises:
         ConfigError: bad options or model (one line naming the item and the fix).
@@ -102,6 +104,11 @@ def export_model(model: Path | str, out: Path | str, *, imgsz: int | None = None
         raise ConfigError(f"--imgsz {imgsz}: expected at least 32 pixels")
     src = resolve_source(model)
     notes: list[str] = []
+    pinned = None
+    if thresholds is not None:
+        from edgevision.evaluate.operating import OperatingPoints
+
+        pinned = OperatingPoints.load(thresholds)
     if src.backend == TORCHVISION:
         if nms_in_graph:
             raise ConfigError(f"--nms-in-graph: {src.weights} is a torchvision SSDlite model whose graph already ends "
@@ -127,9 +134,13 @@ def export_model(model: Path | str, out: Path | str, *, imgsz: int | None = None
         onnx_model = add_nms(onnx_model, len(raw.names), DEFAULTS["conf"], DEFAULTS["iou"], int(DEFAULTS["max_det"]))
         layout = "nms-in-graph"
     meta = _metadata(raw, src, onnx_model, layout, int(max_det), dynamic_batch, half)
-    thresholds_note = ("operating points from " + str(src.run.thresholds)) if meta.thresholds and src.run else \
-        "no operating points (not exported from a run with thresholds.json): the runtime uses defaults.conf"
-    notes.append(thresholds_note)
+    if pinned is not None:
+        if sorted(pinned.classes) != sorted(meta.names):
+            raise ConfigError(f"--thresholds {thresholds}: operating points for classes {list(pinned.classes)} but "
+                              f"the model has {meta.names}")
+        meta.thresholds = pinned.to_dict()
+    notes += _operating_notes(meta.thresholds, thresholds if pinned is not None else
+                              src.run.thresholds if meta.thresholds and src.run else None)
     set_metadata(onnx_model, meta.to_json())
     if onnx_model.ir_version > 10:  # onnxruntime reads IR <= 10 at most in older builds (as Ultralytics does)
         onnx_model.ir_version = 10
@@ -140,6 +151,24 @@ def export_model(model: Path | str, out: Path | str, *, imgsz: int | None = None
     write_atomic(out, data)
     log.info("wrote %s (%d bytes, layout %s)", out, len(data), layout)
     return ExportResult(path=out, size_bytes=len(data), metadata=meta, checks=checks, notes=notes)
+
+
+def _operating_notes(doc: dict[str, Any] | None, origin: Path | str | None) -> list[str]:
+    """What the runtime will decide with: the source of the operating points and each class's rule."""
+    if not doc:
+        return ["no operating points (not exported from a run with thresholds.json, no --thresholds): the runtime "
+                "uses defaults.conf"]
+    from edgevision.evaluate.operating import OperatingPoints
+
+    op = OperatingPoints.from_dict(doc, where=str(origin))
+    notes = [f"operating points from {origin}: " + "; ".join(op.describe())]
+    low = op.below_minimum()
+    if low:
+        notes.append("degenerate operating points " + ", ".join(f"{n} {v:.3g}" for n, v in low.items())
+                     + " (below 0.05: an older EdgeVision chose the lowest score seen); re-choose with `edgevision eval "
+                     "RUN --data D --target recall=0.9 --save-thresholds t.json` and export with --thresholds t.json")
+        log.warning("%s", notes[-1])
+    return notes
 
 
 def _metadata(raw: RawExport, src: Any, onnx_model: Any, layout: str, max_det: int, dynamic_batch: bool,

@@ -174,8 +174,14 @@ class Detector:
         self._pre = Preprocessor(self.metadata.input)
         self._outputs = list(self.metadata.output.names)
         _warn_target(self.metadata, self.providers, self.path)
+        _warn_degenerate(self.metadata, self.path)
         log.info("%s: %s model, %d classes, input %dx%d, providers %s", self.path, self.metadata.output.layout,
                  len(self.names), *self.metadata.input.size_hw, ", ".join(self.providers))
+
+    @property
+    def operating_rules(self) -> dict[str, str] | None:
+        """How each class's operating point was chosen (`ModelMetadata.class_rules`), or None without any."""
+        return self.metadata.class_rules()
 
     # ------------------------------------------------------------------ checks
 
@@ -396,3 +402,19 @@ class Detector:
         o = np.argsort(-sc[keep], kind="stable")
         keep, merged = keep[o], merged[o]
         return Detections(merged, sc[keep].astype(np.float32), ci[keep].astype(np.int64), self.names, (h, w))
+
+
+DEGENERATE_BELOW = 0.05
+"""Operating points under this are flagged when a model is opened (EdgeVision never chooses them since
+thresholds/2; older files could carry 0.001 for a class whose recall target was out of reach)."""
+
+
+def _warn_degenerate(meta: ModelMetadata, path: Path) -> None:
+    """One warning when the model's operating points would pass a nano detector's noise."""
+    thr = meta.class_thresholds() or {}
+    low = {n: t for n, t in thr.items() if t < DEGENERATE_BELOW}
+    if low:
+        log.warning("%s: operating points %s are below %g (chosen as the lowest score seen by an older EdgeVision): "
+                    "nearly every image will be rejected; re-choose them (edgevision eval MODEL --data D --target "
+                    "recall=0.9 --save-thresholds t.json; edgevision export RUN --thresholds t.json) or pass --conf",
+                    path, ", ".join(f"{n} {t:.3g}" for n, t in low.items()), DEGENERATE_BELOW)

@@ -96,6 +96,8 @@ class ServiceState:
         self.operating = {n: float((operating or {}).get(n, default)) for n in detector.names}
         self.operating_source = ("the model's operating points" if operating
                                  else f"defaults.conf {default:g} (the model has no operating points)")
+        rules = meta.class_rules() or {}
+        self.operating_rules = {n: rules.get(n, f"defaults.conf {default:g}") for n in detector.names}
         self.metrics = Metrics({
             "model": detector.path.name, "sha256": self.sha256, "precision": meta.precision,
             "layout": meta.output.layout, "input_hw": "x".join(map(str, meta.input.size_hw)),
@@ -220,7 +222,8 @@ class ServiceState:
         return {
             "file": d.path.name, "sha256": self.sha256, "bytes": d.path.stat().st_size,
             "providers": d.providers, "edgevision_version": __version__,
-            "operating_points": {"source": self.operating_source, "classes": self.operating},
+            "operating_points": {"source": self.operating_source, "classes": self.operating,
+                                 "rules": self.operating_rules},
             "metadata": d.metadata.to_dict(),
         }
 

@@ -175,7 +175,8 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
 
     Args:
         config: the service configuration.
-        announce: called once with ``serving MODEL on http://HOST:PORT`` when the port is bound.
+        announce: called with ``serving MODEL on http://HOST:PORT`` when the port is bound, then with the
+            operating points the decisions use (each class's threshold and how it was chosen).
 
     Raises:
         ConfigError / ModelFormatError: bad token file, model, host or port (nothing is bound).
@@ -239,6 +240,8 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
     t0 = time.monotonic()
     try:
         announce(f"serving {config.model} on http://{shown}:{port}")
+        announce(f"decisions at {state.operating_source}: " + "; ".join(
+            f"{n} {state.operating[n]:.3g} ({state.operating_rules[n]})" for n in detector.names))
         _Server(uv).run(sockets=[sock])
     finally:
         for s, handler in ours.items():

@@ -115,9 +115,12 @@ def test_operating_points_from_the_model_and_conf_override(picky_model: Path, im
     doc = load(tmp_path / "op")
     assert doc["threshold_source"] == "the model's operating points" and doc["thresholds"] == {"defect": 0.95}
     assert doc["images"][0]["boxes"] == [] and doc["images"][0]["decision"] == "accept"
+    # which rule each class uses: a thresholds/1 document says its target
+    assert doc["threshold_rules"] == {"defect": "recall >= 0.9"} and "recall >= 0.9" in res.stdout
     res = run_cli("predict", picky_model, images / "a.png", "--out", tmp_path / "conf", "--conf", "0.5")
     assert res.returncode == 0, res.stderr
     assert load(tmp_path / "conf")["images"][0]["decision"] == "reject"
+    assert load(tmp_path / "conf")["threshold_rules"] == {}  # --conf: not the model's operating points
 
 
 def test_video_frames_with_stride(model: Path, tmp_path: Path) -> None:
@@ -209,3 +212,24 @@ def test_eval_of_an_onnx_model_uses_the_runtime_and_its_operating_points(picky_m
     assert rep["coco"]["map50_95"] == pytest.approx(1.0)
     dec = rep["decisions"]
     assert dec["escape_rate"] == 1.0 and dec["false_reject_rate"] == 0.0  # 0.9 < operating point 0.95
+
+
+def test_rules_and_degenerate_operating_points_are_said(tmp_path: Path, images: Path) -> None:
+    meta = make_meta(["defect"], size_hw=(64, 64))
+    meta.thresholds = {"schema": "edgevision.thresholds/1", "target": "recall", "value": 0.9, "iou": 0.5,
+                       "classes": {"defect": 0.001}, "unreachable": ["defect"]}
+    old = bbox_model(tmp_path / "old.onnx", meta, score=0.9)
+    res = run_cli("predict", old, images / "a.png", "--out", tmp_path / "p")
+    assert res.returncode == 0, res.stderr
+    err = " ".join(res.stderr.split())
+    assert "operating points defect 0.001 are below 0.05" in err and "--save-thresholds" in err
+    rules = load(tmp_path / "p")["threshold_rules"]
+    assert rules["defect"].startswith("lowest score seen: recall >= 0.9 not reachable")
+    meta.thresholds = {"schema": "edgevision.thresholds/2", "target": "recall", "value": 0.9, "iou": 0.5,
+                       "classes": {"defect": 0.31},
+                       "rules": {"defect": {"rule": "f1", "text": "F1-optimal (F1 0.62): recall >= 0.9 not reachable"}}}
+    new = bbox_model(tmp_path / "new.onnx", meta, score=0.9)
+    res = run_cli("predict", new, images / "a.png", "--out", tmp_path / "q")
+    assert res.returncode == 0 and "below 0.05" not in res.stderr
+    assert load(tmp_path / "q")["threshold_rules"] == {"defect": "F1-optimal (F1 0.62): recall >= 0.9 not reachable"}
+    assert "F1-optimal (F1 0.62)" in " ".join(res.stdout.split())

@@ -81,6 +81,7 @@ def test_decision_is_at_the_operating_points_whatever_conf_returns(start_server,
     weak = bbox_model(tmp_path / "weak.onnx", meta, score=0.6)
     strong = bbox_model(tmp_path / "strong.onnx", meta, score=0.9)
     s = start_server(weak)
+    assert s.request("GET", "/v1/model").json["operating_points"]["rules"] == {"dent": "set by hand (no rule recorded)"}
     r = s.detect(image).json
     assert r["detections"] == [] and r["decision"] == "accept"
     assert r["thresholds"]["decision"] == "the model's operating points"
