@@ -79,6 +79,13 @@ def command(
     for name, r in rep.suites.items():
         s.add_row(name, r.status, f"{r.seconds:.1f}", r.findings[0] if r.findings else "")
     out.print(s)
+    from rich.markup import escape
+
+    from edgevision.evaluate.operating import decisions_summary
+
+    acc = rep.accuracy["model"]
+    out.print(f"image-level decisions at {escape(str(acc.get('thresholds')))}: {escape(decisions_summary(acc))}",
+              highlight=False)
     colour = "green" if rep.verdict == "PASS" else "red"
     out.print(f"[{colour}]{rep.verdict}[/{colour}]: report {out_dir / 'reliability.html'} (JSON, markdown and "
               "junit.xml beside it)", highlight=False)

@@ -3,19 +3,26 @@
 A gate may set any subset of its keys. Absolute latency limits depend on the box, so the shipped
 ``configs/gate/default.yaml`` judges the model against a reference model (``--reference``, usually the
 FP32 export of the same weights) and leaves absolute limits to the user's own gate file.
+
+The image-level rate limits (``escape_rate_max``, ``false_reject_rate_max``) are judged on the measured rate
+(``bound: point``, the default) or, as a QA engineer signs them, on its exact (Clopper-Pearson) 95% upper bound
+(``bound: upper``): "0 escapes on 18 defective images" shows an escape rate of at most 18.5%, not 0%. When
+the split holds too few images for a limit to be shown even with zero failures (`limit_support`), the check
+says so in one line; under ``bound: upper`` it then fails.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgevision.core.errors import ConfigError, short_repr, short_text
 
-__all__ = ["Check", "Gate", "gate_dirs", "judge_gate", "load_gate", "resolve_gate", "suites_needed"]
+__all__ = ["EXPLAIN", "Check", "Gate", "explain", "gate_dirs", "judge_gate", "load_gate", "resolve_gate",
+           "suites_needed"]
 
 
 class Gate(BaseModel):
@@ -27,7 +34,10 @@ class Gate(BaseModel):
         map50_95_min: COCO mAP50-95 on the split, at least this.
         int8_max_drop: relative mAP50-95 drop against the reference, at most this (0.01: 1%); as in
             ``edgevision quantize``, a drop above it fails only when its paired bootstrap interval excludes zero.
-        escape_rate_max / false_reject_rate_max: image-level rates at the model's operating points.
+        escape_rate_max / false_reject_rate_max: image-level rates at the model's operating points, at most this.
+        bound: how those two rate limits are judged: ``point`` (default) on the measured rate, ``upper`` on its
+            exact (Clopper-Pearson) 95% upper bound, so that a pass shows the true rate is within the limit;
+            with ``upper`` a split too small to show the limit even with zero failures fails the check.
         rpc_min: relative performance under corruption (mPC / clean mAP), at least this.
         rss_growth_mb_per_h_max: the soak's memory slope, at most this (also the soak's leak limit).
         crashes_max: exceptions other than clear errors, wrong answers under threads and failed calls in the
@@ -44,6 +54,7 @@ class Gate(BaseModel):
     int8_max_drop: float | None = Field(None, ge=0, lt=1)
     escape_rate_max: float | None = Field(None, ge=0, le=1)
     false_reject_rate_max: float | None = Field(None, ge=0, le=1)
+    bound: Literal["point", "upper"] = "point"
     rpc_min: float | None = Field(None, ge=0)
     rss_growth_mb_per_h_max: float | None = Field(None, ge=0)
     crashes_max: int | None = Field(None, ge=0)
@@ -175,8 +186,9 @@ def judge_gate(gate: Gate, facts: dict[str, Any]) -> list[Check]:
             ok, why = judge(facts["rel_drop"], facts.get("rel_drop_ci"), gate.int8_max_drop, int(facts.get("images") or 0))
             checks.append(Check("int8_max_drop", gate.int8_max_drop, facts["rel_drop"], ok, why + " (paired bootstrap "
                                 "over images, against the reference)"))
-    at_most("escape_rate_max", facts.get("escape_rate"), "escape rate")
-    at_most("false_reject_rate_max", facts.get("false_reject_rate"), "false-reject rate")
+    for key, which in (("escape_rate_max", "escape"), ("false_reject_rate_max", "false_reject")):
+        if getattr(gate, key) is not None:
+            checks.append(_rate_check(gate, key, which, facts))
     at_least("rpc_min", facts.get("rpc"), "rPC")
     if gate.rss_growth_mb_per_h_max is not None:
         limit, slope, growth = gate.rss_growth_mb_per_h_max, facts.get("rss_slope"), facts.get("rss_growth")
@@ -193,3 +205,81 @@ def judge_gate(gate: Gate, facts: dict[str, Any]) -> list[Check]:
         ok = facts.get("determinism") == "pass"
         checks.append(Check("determinism", True, ok, ok, "determinism suite " + str(facts.get("determinism"))))
     return checks
+
+
+def _pct(v: float, limit: float | None = None) -> str:
+    """``v`` as a percentage with 3 significant digits, more when those would print the limit itself."""
+    for d in range(3, 8):
+        text = f"{100 * v:.{d}g}"
+        if limit is None or v == limit or text != f"{100 * limit:g}":
+            break
+    return text + "%"
+
+
+def _rate_check(gate: Gate, key: str, which: str, facts: dict[str, Any]) -> Check:
+    """The check of a rate limit (``which``: ``escape`` or ``false_reject``) on the point rate or, with
+    ``bound: upper``, on its Clopper-Pearson 95% upper bound; the counts come from ``facts[which]``
+    (`Rate.to_dict`) or ``escapes`` / ``defective_images`` (``false_rejects`` / ``defect_free_images``)."""
+    from edgevision.evaluate.operating import limit_support, rate_of
+
+    limit = float(getattr(gate, key))
+    what = "escape rate" if which == "escape" else "false-reject rate"
+    group = "defective" if which == "escape" else "defect-free"
+    r = rate_of(facts, which)
+    if r is None or r.n == 0:
+        point = facts.get(f"{which}_rate")
+        if r is not None:  # counted, but on no image
+            return Check(key, limit, None, False, f"{what}: not measured (no {group} images in the split)")
+        if point is None:
+            return Check(key, limit, None, False, f"{what}: not measured")
+        if gate.bound == "upper":  # a rate without its counts has no interval
+            return Check(key, limit, None, False, f"{what} {point:.4g}: its upper bound is not measured (the counts "
+                         f"of {group} images are missing)")
+        ok = point <= limit  # an older facts document: the point rate alone, judged as it always was
+        return Check(key, limit, point, ok, f"{what} {point:.4g} {'<=' if ok else '>'} {limit:g}")
+    short = limit_support("escape" if which == "escape" else "false-reject", r.n, limit)
+    upper = gate.bound == "upper"
+    value = float(r.upper if upper else r.value)  # type: ignore[arg-type]
+    ok = value <= limit
+    detail = f"{what} {r.text()}: {'upper bound' if upper else 'point rate'} {_pct(value, limit)} " \
+             f"{'<=' if ok else '>'} {_pct(limit)}"
+    if short is not None:
+        if upper:  # the limit cannot be shown on this split: say why in one line
+            return Check(key, limit, value, False, f"{what} {r.text()}: {short}")
+        detail += f" (warning: {short})"
+    return Check(key, limit, value, ok, detail)
+
+
+EXPLAIN: dict[str, tuple[str, str]] = {
+    "p99_latency_ms": ("the slowest 1% of images take longer than the line allows on this box",
+                       "a smaller input size (--imgsz), INT8 (edgevision quantize), or a faster box"),
+    "p99_latency_ratio_max": ("the candidate is slower in the tail than the reference on this box",
+                              "ship the reference (usually FP32), or quantize for this box's --target"),
+    "map50_95_min": ("the model does not find the defects accurately enough",
+                     "train longer or on more (and more varied) line images"),
+    "int8_max_drop": ("the INT8 model loses more accuracy against FP32 than allowed",
+                      "calibrate on more images (--n), a per-target recipe (--target), or ship FP32"),
+    "escape_rate_max": ("too many defective parts would be accepted at the operating points",
+                        "re-choose them (edgevision eval --max-escape-rate), or train on more defect images"),
+    "false_reject_rate_max": ("too many good parts would be rejected at the operating points",
+                              "re-choose them (edgevision eval --max-false-reject-rate), or add defect-free images"),
+    "rpc_min": ("under noise, blur and bad light the model keeps too little of its clean accuracy",
+                "train with stronger augmentation (--augment industrial or industrial-strong) and more varied "
+                "images, or fix the camera conditions"),
+    "rss_growth_mb_per_h_max": ("memory grows while the model runs: a leak would stop the line after hours",
+                                "report it with reliability.json; run a longer --soak-seconds to confirm"),
+    "crashes_max": ("the runtime crashed, answered wrongly under threads, or failed calls",
+                    "see the bad_input, concurrency and soak sections of reliability.json"),
+    "determinism": ("the same image does not always get the same answer",
+                    "see the determinism section of reliability.json; pin --threads"),
+}
+"""For each gate key: what a failure means and what would fix it (one line each, for summaries)."""
+
+
+def explain(check: Check) -> str:
+    """One line for a failed check: the key, what was measured, what it means, what would fix it."""
+    meaning, fix = EXPLAIN.get(check.key, ("", ""))
+    text = f"{check.key}: {check.detail}"
+    if meaning:
+        text += f" - {meaning}; to fix: {fix}"
+    return text

@@ -21,6 +21,39 @@ def _f(v: Any, d: int = 3) -> str:
     return str(v)
 
 
+def _rate_text(acc: dict[str, Any], which: str) -> str:
+    """A rate with its count and exact 95% interval, ``0.8% (3/400; 95% CI 0.2-2.2%)``; the bare rate for a
+    document without counts."""
+    from edgevision.evaluate.operating import rate_of
+
+    r = rate_of(acc, which)
+    return r.text() if r is not None else _f(acc.get(f"{which}_rate"))
+
+
+def _cost_text(acc: dict[str, Any]) -> str:
+    """The expected cost per 1,000 parts with its interval, or ``-`` when the operating points are not priced."""
+    c = acc.get("expected_cost")
+    if not c:
+        return "-"
+    return f"{c['per_1000_parts']:.4g} (95% CI {c['lower']:.4g}-{c['upper']:.4g})"
+
+
+def _accuracy_line(name: str, acc: dict[str, Any]) -> str:
+    from edgevision.evaluate.operating import decisions_summary, rate_of
+
+    rates = (decisions_summary(acc) if rate_of(acc, "escape") or rate_of(acc, "false_reject") else
+             f"escape rate {_f(acc.get('escape_rate'))}, false-reject rate {_f(acc.get('false_reject_rate'))}")
+    return (f"{name}: mAP50-95 {_f(acc['map50_95'])}, mAP50 {_f(acc['map50'])}, {rates} "
+            f"({acc['thresholds']}).")
+
+
+def _prices(doc: dict[str, Any]) -> str:
+    c = next(v["expected_cost"] for v in doc["accuracy"].values() if v.get("expected_cost"))
+    return html.escape(f"{c['cost_escape']:g} per escaped part, {c['cost_false_reject']:g} per falsely rejected "
+                       f"part, defect rate {c['defect_rate']:.3g}"
+                       + (" (the split's)" if c.get("defect_rate_from") == "split" else ""))
+
+
 def _check_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
     return [{"check": c["key"], "limit": _f(c["limit"]), "value": _f(c["value"], 4),
              "result": "PASS" if c["passed"] else "FAIL", "detail": c["detail"]} for c in doc["gate"]["checks"]]
@@ -67,9 +100,9 @@ def markdown_report(doc: dict[str, Any]) -> str:
     lat = doc["latency"]["model"]["pipeline"]
     acc = doc["accuracy"]["model"]
     lines += ["", f"Latency (whole pipeline, single stream, {lat['n']} calls): p50 {lat['p50']:.2f} ms, "
-              f"p99 {_f(lat['p99'], 2)} ms, max {lat['max']:.2f} ms. Accuracy: mAP50-95 {_f(acc['map50_95'])}, "
-              f"mAP50 {_f(acc['map50'])}, escape rate {_f(acc['escape_rate'])}, false-reject rate "
-              f"{_f(acc['false_reject_rate'])} ({acc['thresholds']})."]
+              f"p99 {_f(lat['p99'], 2)} ms, max {lat['max']:.2f} ms. {_accuracy_line('Accuracy', acc)}"]
+    if doc["accuracy"].get("reference"):
+        lines += ["", _accuracy_line("Reference", doc["accuracy"]["reference"])]
     return "\n".join(lines) + "\n"
 
 
@@ -83,8 +116,10 @@ def html_report(doc: dict[str, Any]) -> str:
                  "max ms": _f(v["pipeline"]["max"], 2), "run p50 ms": _f((v.get("session") or {}).get("p50"), 2),
                  "load s": _f(v.get("load_s"), 2), "RSS MB": _f(v.get("peak_rss_mb"), 0)}
                 for k, v in doc["latency"].items()]
-    acc_rows = [{"model": k, "mAP50-95": _f(v["map50_95"]), "mAP50": _f(v["map50"]), "escape rate": _f(v["escape_rate"]),
-                 "false-reject rate": _f(v["false_reject_rate"]), "thresholds": v["thresholds"]}
+    priced = any(v.get("expected_cost") for v in doc["accuracy"].values())
+    acc_rows = [{"model": k, "mAP50-95": _f(v["map50_95"]), "mAP50": _f(v["map50"]),
+                 "escape rate": _rate_text(v, "escape"), "false-reject rate": _rate_text(v, "false_reject"),
+                 **({"expected cost / 1,000 parts": _cost_text(v)} if priced else {}), "thresholds": v["thresholds"]}
                 for k, v in doc["accuracy"].items()]
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>Reliability {html.escape(m['name'])}: {verdict}</title><style>"
@@ -101,7 +136,9 @@ def html_report(doc: dict[str, Any]) -> str:
              "<h2>Gate</h2>", html_table(_check_rows(doc), "gate"),
              "<h2>Suites</h2>", html_table(_suite_rows(doc), "suites"),
              "<h2>Latency</h2>", html_table(lat_rows, "latency"),
-             "<h2>Accuracy</h2>", html_table(acc_rows, "accuracy")]
+             "<h2>Accuracy</h2>", html_table(acc_rows, "accuracy"),
+             "<p>Rates: image level, at the model's operating points, with their exact (Clopper-Pearson) 95% "
+             "intervals" + (f"; expected cost at {_prices(doc)}" if priced else "") + ".</p>"]
     s = doc["suites"]
     if "robustness" in s and s["robustness"]["metrics"].get("table"):
         rob = s["robustness"]["metrics"]

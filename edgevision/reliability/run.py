@@ -159,6 +159,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
     tick("accuracy")
     acc_m, preds_m = accuracy_and_predictions(model, gt, list(meta.names), "cpu", None, threads, "cpu")
     accuracy: dict[str, Any] = {"model": acc_m.model_dump()}
+    costs = _costs(model, ref)
     drop: dict[str, Any] = {}
     if ref is not None:
         from edgevision.core.dataset import LabelMap
@@ -171,6 +172,9 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
                                 max_dets=100), metric="map50_95", n_boot=1000, seed=seed)
         drop = {"rel_drop": boot.rel_drop, "rel_drop_ci": list(boot.rel_drop_ci) if boot.rel_drop_ci else None,
                 "images": len(gt)}
+
+    for acc in accuracy.values():  # both rates with their exact intervals; the expected cost when priced
+        _with_intervals(acc, costs)
 
     det = Detector(model, threads=threads)
     results: dict[str, SuiteResult] = {}
@@ -264,10 +268,46 @@ def _scorer(det: Any, gt: list[Any], meta: Any) -> Callable[[Any], float | None]
     return score
 
 
+def _costs(model: Path, reference: Path | None) -> dict[str, float] | None:
+    """The costs per escaped / falsely rejected part the model's operating points were priced with (else the
+    reference's), so that both models are priced alike; None when neither is priced."""
+    from edgevision.evaluate.operating import costs_of, model_operating_points
+
+    for m in (model, reference):
+        if m is not None:
+            c = costs_of(model_operating_points(m))
+            if c is not None:
+                return c
+    return None
+
+
+def _with_intervals(acc: dict[str, Any], costs: dict[str, Any] | None) -> dict[str, Any]:
+    """Add to an accuracy dict (`AccuracyResult.model_dump`) ``escape`` and ``false_reject`` (counts, rate and
+    Clopper-Pearson 95% bounds, `Rate.to_dict`) and, with ``costs``, ``expected_cost`` (per 1,000 parts, with
+    its interval; `edgevision.evaluate.operating.expected_cost`); entries already there are kept."""
+    from edgevision.evaluate.operating import expected_cost, rate_of
+
+    for which in ("escape", "false_reject"):
+        r = rate_of(acc, which)
+        if r is not None and not isinstance(acc.get(which), dict):
+            acc[which] = r.to_dict()
+    if costs is not None and acc.get("expected_cost") is None:
+        cost = expected_cost(acc, costs)  # None when either rate is undefined
+        if cost is not None:
+            acc["expected_cost"] = cost
+    return acc
+
+
 def _facts(latency: dict[str, Any], accuracy: dict[str, Any], results: dict[str, SuiteResult]) -> dict[str, Any]:
+    from edgevision.evaluate.operating import rate_of
+
     m = accuracy["model"]
     f: dict[str, Any] = {"p99_ms": latency["model"]["pipeline"]["p99"], "map50_95": m["map50_95"],
                          "escape_rate": m["escape_rate"], "false_reject_rate": m["false_reject_rate"]}
+    for which in ("escape", "false_reject"):  # the counts (k of n) and 95% bounds, for `bound: upper`
+        r = rate_of(m, which)
+        if r is not None:
+            f[which] = r.to_dict()
     if "reference" in latency:
         rp = latency["reference"]["pipeline"]["p99"]
         f["p99_ratio"] = f["p99_ms"] / rp if rp and f["p99_ms"] is not None else None
