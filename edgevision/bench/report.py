@@ -8,13 +8,15 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MIN_P99_SAMPLES", "SCHEMA", "AccuracyResult", "BenchReport", "ConfigResult", "LatencyStats", "html_table", "svg_lines",
-           "ModelResult", "html_report", "latency_stats", "markdown_report"]
+from edgevision.core.stats import Rate
+
+__all__ = ["MIN_P99_SAMPLES", "SCHEMA", "AccuracyResult", "BenchReport", "ConfigResult", "ExpectedCost", "LatencyStats",
+           "RateResult", "cost_text", "html_table", "svg_lines", "ModelResult", "html_report", "latency_stats", "markdown_report"]
 
 SCHEMA = "edgevision.bench/1"
 MIN_P99_SAMPLES = 662
@@ -74,8 +76,39 @@ class ConfigResult(_Closed):
         return f"{self.provider}/threads={self.threads or 'all'}/batch={self.batch}"
 
 
+class RateResult(_Closed):
+    """A rate with its exact (Clopper-Pearson) interval: ``k`` of ``n`` images (`edgevision.core.stats.Rate.to_dict`);
+    ``rate``, ``lower`` and ``upper`` are None when ``n`` is 0."""
+
+    k: int = Field(ge=0)
+    n: int = Field(ge=0)
+    rate: float | None = Field(ge=0, le=1)
+    lower: float | None = Field(ge=0, le=1)
+    upper: float | None = Field(ge=0, le=1)
+    level: float = Field(gt=0, lt=1)
+
+
+class ExpectedCost(_Closed):
+    """The expected cost per 1,000 parts at priced operating points (`edgevision.evaluate.operating.expected_cost`):
+    ``lower`` / ``upper`` from both rates' interval bounds; the costs are per part; ``defect_rate_from`` is
+    ``split`` (the benchmark split's share of defective images) or ``given``."""
+
+    per_1000_parts: float = Field(ge=0)
+    lower: float = Field(ge=0)
+    upper: float = Field(ge=0)
+    cost_escape: float = Field(gt=0)
+    cost_false_reject: float = Field(gt=0)
+    defect_rate: float = Field(ge=0, le=1)
+    defect_rate_from: Literal["split", "given"]
+
+
 class AccuracyResult(_Closed):
-    """COCO metrics on the benchmark split and the image-level decisions at the model's operating points."""
+    """COCO metrics on the benchmark split and the image-level decisions at the model's operating points.
+
+    ``escape`` / ``false_reject``: the two rates with their counts and 95% intervals (absent in reports written
+    before they were stored: `rate` rebuilds them from the counts); ``expected_cost``: per 1,000 parts, when the
+    model's operating points were priced.
+    """
 
     provider: str
     images: int
@@ -90,6 +123,20 @@ class AccuracyResult(_Closed):
     defective_images: int
     false_rejects: int
     defect_free_images: int
+    escape: RateResult | None = None
+    false_reject: RateResult | None = None
+    expected_cost: ExpectedCost | None = None
+
+    def rate(self, which: str) -> Rate:
+        """The escape (``which="escape"``) or false-reject (``"false_reject"``) `Rate`, from the stored interval's
+        counts or, in older reports, from ``escapes`` / ``defective_images`` (``false_rejects`` / ``defect_free_images``)."""
+        if which not in ("escape", "false_reject"):
+            raise ValueError(f"rate: expected escape or false_reject, got {which!r}")
+        stored = self.escape if which == "escape" else self.false_reject
+        if stored is not None:
+            return Rate(stored.k, stored.n, stored.level)
+        return (Rate(self.escapes, self.defective_images) if which == "escape"
+                else Rate(self.false_rejects, self.defect_free_images))
 
 
 class ModelResult(_Closed):
@@ -159,14 +206,32 @@ def _rows(r: BenchReport) -> list[dict[str, str]]:
     return rows
 
 
+def cost_text(c: ExpectedCost | None, costs: bool = True) -> str:
+    """``12.5 (95% CI 3.1-48.2; escape 50, false reject 2 per part, defect rate 0.1 of the split)``, or ``-``;
+    without ``costs``, ``12.5 (95% CI 3.1-48.2; defect rate 0.1 of the split)``."""
+    if c is None:
+        return "-"
+    priced = f"escape {c.cost_escape:g}, false reject {c.cost_false_reject:g} per part, " if costs else ""
+    return (f"{c.per_1000_parts:.4g} (95% CI {c.lower:.4g}-{c.upper:.4g}; {priced}defect rate {c.defect_rate:.3g}"
+            f"{' of the split' if c.defect_rate_from == 'split' else ''})")
+
+
+_ACC_NOTE = ("Escape rate: defective images accepted; false-reject rate: defect-free images rejected; both at the "
+             "model's operating points, with their counts and exact (Clopper-Pearson) 95% intervals.")
+
+
 def _acc_rows(r: BenchReport) -> list[dict[str, str]]:
+    priced = any(a.expected_cost is not None for m in r.models for a in m.accuracy)
     rows = []
     for m in r.models:
         for a in m.accuracy:
-            rows.append({"model": m.name, "provider": a.provider, "size MB": _f(m.size_bytes / 1e6, 2),
-                         "precision": m.precision or "-", "mAP50-95": _f(a.map50_95, 3), "mAP50": _f(a.map50, 3),
-                         "escape rate": _f(a.escape_rate, 3), "false-reject rate": _f(a.false_reject_rate, 3),
-                         "thresholds": a.thresholds})
+            row = {"model": m.name, "provider": a.provider, "size MB": _f(m.size_bytes / 1e6, 2),
+                   "precision": m.precision or "-", "mAP50-95": _f(a.map50_95, 3), "mAP50": _f(a.map50, 3),
+                   "escape rate": a.rate("escape").text(), "false-reject rate": a.rate("false_reject").text()}
+            if priced:
+                row["expected cost per 1,000 parts"] = cost_text(a.expected_cost)
+            row["thresholds"] = a.thresholds
+            rows.append(row)
     return rows
 
 
@@ -192,7 +257,7 @@ def markdown_report(r: BenchReport) -> str:
     acc = _acc_rows(r)
     if acc:
         keys = list(acc[0])
-        lines += ["", "## Accuracy", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["", "## Accuracy", "", _ACC_NOTE, "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(row[k] for k in keys) + " |" for row in acc]
     return "\n".join(lines) + "\n"
 
@@ -332,7 +397,7 @@ def html_report(r: BenchReport) -> str:
              "<h2>Latency and throughput</h2>",
              f"<p>Milliseconds per call; each configuration timed in its own process; p99 only with at least "
              f"{MIN_P99_SAMPLES} samples.</p>", _table(_rows(r), "latency"),
-             "<h2>Accuracy</h2>", _table(_acc_rows(r), "accuracy"),
+             "<h2>Accuracy</h2>", f"<p>{html.escape(_ACC_NOTE)}</p>", _table(_acc_rows(r), "accuracy"),
              "<h2>Plots</h2>", latency_cdf_svg(series), accuracy_latency_svg(points),
              "</body></html>"]
     return "\n".join(parts)

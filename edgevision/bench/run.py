@@ -13,7 +13,9 @@ from edgevision.bench.report import (
     AccuracyResult,
     BenchReport,
     ConfigResult,
+    ExpectedCost,
     ModelResult,
+    RateResult,
     html_report,
     latency_stats,
     markdown_report,
@@ -21,7 +23,7 @@ from edgevision.bench.report import (
 from edgevision.core.dataset import ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, DatasetError
 
-__all__ = ["LOW_CONF", "Progress", "run_bench"]
+__all__ = ["LOW_CONF", "Progress", "accuracy_result", "run_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +115,47 @@ def accuracy_and_predictions(model: Path, gt: list[ImageRecord], names: list[str
     operating = model_operating_points(model)
     preds = _predict(model, gt, providers, threads, device)
     rep = evaluate(gt, preds, labels, conf=0.25, operating=operating, max_dets=MAX_DETS)
-    d = rep.decisions
     c = rep.coco
-    src = (f"operating points ({operating.target} >= {operating.value:g})" if operating is not None
-           else "conf 0.25 (the model has no operating points)")
-    return AccuracyResult(provider=provider, images=len(gt), map50_95=c.map50_95, map50=c.map50, map75=c.map75,
-                          per_class_ap50_95={k: v["ap50_95"] for k, v in c.per_class.items()}, thresholds=src,
+    return accuracy_result(provider, len(gt), c, rep.decisions, operating), preds
+
+
+def _operating_text(operating: Any) -> str:
+    """Where the decisions' thresholds come from, in words."""
+    from edgevision.evaluate.operating import costs_of
+
+    if operating is None:
+        return "conf 0.25 (the model has no operating points)"
+    costs = costs_of(operating)
+    if costs is not None:
+        return (f"operating points (priced: escape {costs['escape']:g}, false reject {costs['false_reject']:g} "
+                "per part)")
+    if operating.value is not None:
+        return f"operating points ({operating.target} >= {operating.value:g})"
+    return f"operating points ({operating.target})"
+
+
+def accuracy_result(provider: str, images: int, coco: Any, decisions: dict[str, Any],
+                    operating: Any = None) -> AccuracyResult:
+    """An `AccuracyResult` from COCO metrics and `image_decisions` at ``operating`` (an `OperatingPoints` or
+    None): the rates with their counts and exact 95% intervals, and the expected cost per 1,000 parts when
+    the operating points were priced (taken from ``decisions``, else computed from the costs they carry)."""
+    from edgevision.evaluate.operating import costs_of, expected_cost, rate_of
+
+    d = decisions
+    esc, fr = rate_of(d, "escape"), rate_of(d, "false_reject")
+    cost = d.get("expected_cost")
+    costs = costs_of(operating)
+    if cost is None and costs is not None:
+        cost = expected_cost(d, costs)
+    return AccuracyResult(provider=provider, images=images, map50_95=coco.map50_95, map50=coco.map50,
+                          map75=coco.map75, per_class_ap50_95={k: v["ap50_95"] for k, v in coco.per_class.items()},
+                          thresholds=_operating_text(operating),
                           escape_rate=d["escape_rate"], false_reject_rate=d["false_reject_rate"],
                           escapes=int(d["escapes"]), defective_images=int(d["defective_images"]),
-                          false_rejects=int(d["false_rejects"]),
-                          defect_free_images=int(d["defect_free_images"])), preds
+                          false_rejects=int(d["false_rejects"]), defect_free_images=int(d["defect_free_images"]),
+                          escape=RateResult.model_validate(esc.to_dict()) if esc is not None else None,
+                          false_reject=RateResult.model_validate(fr.to_dict()) if fr is not None else None,
+                          expected_cost=ExpectedCost(**cost) if cost else None)
 
 
 def _provider_sets(providers: Sequence[str] | None) -> list[tuple[str, list[str] | None]]:

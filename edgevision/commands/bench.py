@@ -85,15 +85,32 @@ def run(
                       f(s.p50) if s else "-", f(c.throughput_ips, 1), f(c.peak_rss_mb, 0))
     out.print(t)
     if accuracy:
-        a = Table(title="accuracy", title_justify="left")
-        for col in ("model", "provider", "mAP50-95", "mAP50", "escape rate", "false-reject rate", "thresholds"):
-            a.add_column(col)
-        for m in rep.models:
-            for acc in m.accuracy:
-                a.add_row(m.name, acc.provider, f(acc.map50_95, 3), f(acc.map50, 3), f(acc.escape_rate, 3),
-                          f(acc.false_reject_rate, 3), acc.thresholds)
-        out.print(a)
+        out.print(accuracy_table(rep))
     out.print(f"[green]wrote[/green] {out_dir / 'bench.json'}, bench.md and bench.html", highlight=False)
+
+
+def accuracy_table(rep: Any) -> Table:
+    """The accuracy table of a `BenchReport`: mAP, and the escape and false-reject rates with their counts and
+    exact 95% intervals (plus the expected cost per 1,000 parts when the operating points were priced)."""
+    from edgevision.bench.report import cost_text
+
+    priced = any(acc.expected_cost is not None for m in rep.models for acc in m.accuracy)
+    cols = ["model", "provider", "mAP50-95", "mAP50", "escape rate", "false-reject rate"]
+    cols += ["expected cost per 1,000 parts"] if priced else []
+    a = Table(title="accuracy (rates: count and exact 95% interval)", title_justify="left")
+    for col in [*cols, "thresholds"]:
+        a.add_column(col)
+
+    def f(v: Any, d: int = 3) -> str:
+        return "-" if v is None else f"{v:.{d}f}"
+
+    for m in rep.models:
+        for acc in m.accuracy:
+            cells = [m.name, acc.provider, f(acc.map50_95), f(acc.map50), acc.rate("escape").text(),
+                     acc.rate("false_reject").text()]
+            cells += [cost_text(acc.expected_cost, costs=False)] if priced else []  # the costs: in thresholds
+            a.add_row(*cells, acc.thresholds)
+    return a
 
 
 @app.command("compare")

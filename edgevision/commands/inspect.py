@@ -64,7 +64,7 @@ def load(
     from edgevision.convert import read_dataset
     from edgevision.core.errors import ConfigError
     from edgevision.evaluate import OperatingPoints, read_predictions
-    from edgevision.evaluate.operating import model_operating_points
+    from edgevision.evaluate.operating import costs_of, model_operating_points
     from edgevision.inspect.load import MAX_DETS, LoadRequest, load_into_fiftyone
 
     check_choice("--difficult", difficult, ("ignore", "count"))
@@ -91,7 +91,7 @@ def load(
     req = LoadRequest(
         name=name or _default_name(data), gt=gt, labels=ds.labels, preds=preds,
         thresholds=dict(operating.classes) if operating is not None else None, thresholds_source=source, conf=conf,
-        iou=iou, difficult=difficult, overwrite=overwrite, db_dir=db_dir,
+        iou=iou, difficult=difficult, overwrite=overwrite, db_dir=db_dir, costs=costs_of(operating),
         source={"data": str(data.resolve()), "format": rr.format, "split": split,
                 "predictions": str(pred_src.resolve()) if pred_src else None},
     )
@@ -127,11 +127,14 @@ def _print_result(r: Any) -> None:
         if r.fo_map50_95 is not None and r.ev_map50_95 is not None and abs(r.fo_map50_95 - r.ev_map50_95) > 1e-3:
             err.print("[yellow]warning:[/yellow] FiftyOne's mAP differs from EdgeVision's by more than 0.001 "
                       "(ties in scores are ordered differently)", highlight=False)
+        from edgevision.evaluate.operating import decisions_summary
+
         d = r.decisions or {}
         out.print(f"tags at {r.thresholds_source}: objects tp / fp / fn (eval key 'eval_op'); images "
                   f"escape {d.get('escapes', 0)}/{d.get('defective_images', 0)} defective, false_reject "
                   f"{d.get('false_rejects', 0)}/{d.get('defect_free_images', 0)} defect-free; saved views: "
                   f"{', '.join(r.saved_views)}", highlight=False)
+        out.print(f"image decisions: {decisions_summary(d)}", highlight=False, markup=False)
     out.print(f"open it: edgevision inspect launch {r.name}   (export: edgevision inspect export {r.name} "
               "[--view TAG] OUT --to FORMAT)", highlight=False, soft_wrap=True)
 

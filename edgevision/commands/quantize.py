@@ -84,6 +84,8 @@ def _f(v: float | None, spec: str = ".3f") -> str:
 
 
 def _print(rep: Any) -> None:
+    from edgevision.quantize.workflow import cost_text, rate_text
+
     q = rep.quantization
     t = Table(title=f"{rep.model} -> {rep.out}", title_justify="left", show_header=False)
     t.add_column("")
@@ -111,9 +113,13 @@ def _print(rep: Any) -> None:
     if rep.split:
         t.add_row("mAP50-95", _f(f.map50_95), _f(i.map50_95))
         t.add_row("mAP50", _f(f.map50), _f(i.map50))
-        t.add_row("escape rate", _f(f.decisions.get("escape_rate"), ".1%"), _f(i.decisions.get("escape_rate"), ".1%"))
-        t.add_row("false-reject rate", _f(f.decisions.get("false_reject_rate"), ".1%"),
-                  _f(i.decisions.get("false_reject_rate"), ".1%"))
+        t.add_row("escape rate", rate_text(f.decisions, "escape"), rate_text(i.decisions, "escape"))
+        t.add_row("false-reject rate", rate_text(f.decisions, "false_reject"), rate_text(i.decisions, "false_reject"))
+        c = f.decisions.get("expected_cost") or i.decisions.get("expected_cost")
+        if c:
+            t.add_row(f"expected cost / 1,000 parts (escape {c['cost_escape']:g}, false reject "
+                      f"{c['cost_false_reject']:g} per part, defect rate {c['defect_rate']:.3g})",
+                      cost_text(f.decisions), cost_text(i.decisions))
     if f.latency and i.latency:
         t.add_row("latency p50 ms (whole call)", _f(f.latency["pipeline_ms"]["p50"], ".1f"),
                   _f(i.latency["pipeline_ms"]["p50"], ".1f"))

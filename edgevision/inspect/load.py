@@ -11,8 +11,11 @@ Two evaluations run when there are predictions, both FiftyOne's COCO-style ``eva
   ``fp``, each ground-truth object ``tp`` or ``fn`` (label tags, and the ``eval_op`` attribute);
   samples get ``eval_op_tp`` / ``eval_op_fp`` / ``eval_op_fn`` counts, the image decision
   (``decision``: reject / accept at the operating points) and the sample tags ``escape`` (a defective
-  image accepted) and ``false_reject`` (a defect-free image rejected). Saved views ``missed`` (samples
-  with an object missed) and ``false_positives`` (samples with a false alarm) open the worst first.
+  image accepted) and ``false_reject`` (a defect-free image rejected); the escape and false-reject rates,
+  with their counts and exact (Clopper-Pearson) 95% intervals (and the expected cost per 1,000 parts when
+  the operating points were priced), go into the dataset's ``info["edgevision"]["decisions"]``. Saved
+  views ``missed`` (samples with an object missed) and ``false_positives`` (samples with a false alarm)
+  open the worst first.
 
 The dataset is built under a temporary name and renamed when complete: a failure leaves no
 half-loaded dataset, and a replaced one (``overwrite``) stays until the new one is ready.
@@ -60,6 +63,8 @@ class LoadRequest:
         difficult: ``ignore`` (difficult objects are crowd-like, EdgeVision's default) or ``count``.
         db_dir: FiftyOne's database folder (see `edgevision.inspect.fo_env.database_dir`).
         source: what the data and predictions were (stored in the dataset's ``info``).
+        costs: ``{"escape", "false_reject", "defect_rate"}`` per part when the operating points were priced
+            (`edgevision.evaluate.operating.costs_of`): the decisions then carry the expected cost per 1,000 parts.
     """
 
     name: str
@@ -74,6 +79,7 @@ class LoadRequest:
     overwrite: bool = False
     db_dir: Path | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    costs: dict[str, Any] | None = None
 
 
 @dataclass
@@ -105,7 +111,9 @@ class LoadResult:
     Attributes:
         fo_map50_95 / fo_map50: FiftyOne's mAP; ev_map50_95 / ev_map50: EdgeVision's evaluator on the
             same data (None without predictions or without a counted object).
-        decisions: escape / false-reject counts at the operating points (`image_decisions`).
+        decisions: escape / false-reject counts and rates at the operating points (`image_decisions`), with
+            ``escape`` / ``false_reject`` (each rate's count and exact 95% interval) and, when the request
+            carries costs, ``expected_cost`` per 1,000 parts; also stored in the dataset's ``info["edgevision"]``.
         saved_views: the saved views created; tags: sample tag -> count.
     """
 
@@ -287,8 +295,13 @@ def _evaluate(fo: Any, ds: Any, req: LoadRequest, result: LoadResult,
         row.tp, row.fp, row.fn = counted[(row.name, "tp")], counted[(row.name, "fp")], counted[(row.name, "fn")]
         row.predicted = row.tp + row.fp + counted[(row.name, "ignored")]
 
-    dec = image_decisions(req.gt, req.preds, thr, labels=req.labels, iou=req.iou, difficult=req.difficult)
+    dec = image_decisions(req.gt, req.preds, thr, labels=req.labels, iou=req.iou, difficult=req.difficult,
+                          costs=req.costs)
     result.decisions = {k: v for k, v in dec.items() if k not in ("escaped_images", "false_reject_images")}
+    ds.info["edgevision"]["decisions"] = {k: dec.get(k) for k in (
+        "defective_images", "defect_free_images", "escapes", "escape_rate", "false_rejects", "false_reject_rate",
+        "escape", "false_reject", "expected_cost")}
+    ds.save()
     name_ids = dict(zip(sample_names, ds.values("id")))
     ds.set_values("decision", ["reject" if nm in rejected else "accept" for nm in sample_names])
     for tag, members in (("escape", dec["escaped_images"]), ("false_reject", dec["false_reject_images"])):

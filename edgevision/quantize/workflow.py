@@ -6,7 +6,8 @@ mAP50-95 drop gets a paired bootstrap confidence interval over images (`edgevisi
 The gate **fails** when the relative drop exceeds ``max_drop`` **and** its interval excludes zero;
 a drop above the budget whose interval includes zero cannot be told from noise on that many images
 and passes, with a note saying so. The image-level escape and false-reject rates at the model's
-operating points are compared too (reported, not gated).
+operating points are compared too (reported, not gated), each with its count and exact (Clopper-Pearson)
+95% interval, and the expected cost per 1,000 parts when the operating points were priced.
 
 ``accuracy_aware``: when the full INT8 model fails the gate, the sensitivity of every Conv layer is
 measured (`edgevision.quantize.sensitivity`) and the most sensitive layers are kept float, 1, 2, 4,
@@ -30,7 +31,7 @@ from edgevision.core.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "QuantizeReport", "judge", "quantize_checked"]
+__all__ = ["SCHEMA", "QuantizeReport", "cost_text", "judge", "quantize_checked", "rate_text"]
 
 SCHEMA = "edgevision.quantize-report/1"
 LOW_CONF = 0.001
@@ -49,7 +50,9 @@ class ModelScore:
     Attributes:
         path: the file (a temporary one for a candidate INT8 model); precision; size_bytes;
         map50_95, map50: COCO metrics (None when undefined); decisions: image-level escape / false-reject
-        counts and rates at the operating points; latency: see `edgevision.quantize.latency.measure`, or None.
+        counts and rates at the operating points, ``escape`` / ``false_reject`` (each rate with its 95% interval,
+        `edgevision.core.stats.Rate.to_dict`) and, when priced, ``expected_cost``; latency: see
+        `edgevision.quantize.latency.measure`, or None.
     """
 
     path: str
@@ -166,13 +169,22 @@ def _predict(path: Path, gt: Sequence[ImageRecord], threads: int | None, device:
 
 
 def _decisions(gt: Sequence[ImageRecord], preds: Sequence[ImageRecord], labels: LabelMap, meta: Any) -> dict[str, Any]:
+    """`image_decisions` at the model's operating points (its default conf without them), the keys the report
+    keeps: counts, rates, the rates' exact 95% intervals (``escape`` / ``false_reject``) and, when the operating
+    points were priced, ``expected_cost`` per 1,000 parts."""
     from edgevision.evaluate import image_decisions
+    from edgevision.evaluate.operating import costs_of
 
     thr: Any = meta.class_thresholds() or float(meta.defaults.get("conf", 0.25))
-    d = image_decisions(gt, preds, thr, labels=labels)
+    costs = costs_of(meta.thresholds) if meta.class_thresholds() else None
+    d = image_decisions(gt, preds, thr, labels=labels, costs=costs)
     keep = ("defective_images", "defect_free_images", "escapes", "escape_rate", "false_rejects", "false_reject_rate",
-            "objects", "missed_objects", "object_miss_rate", "escaped_images", "false_reject_images")
-    return {k: d[k] for k in keep}
+            "objects", "missed_objects", "object_miss_rate", "escaped_images", "false_reject_images", "escape",
+            "false_reject")
+    out = {k: d[k] for k in keep}
+    if d.get("expected_cost") is not None:
+        out["expected_cost"] = d["expected_cost"]
+    return out
 
 
 class _Judge:
@@ -394,6 +406,24 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2%}"
 
 
+def rate_text(decisions: dict[str, Any] | None, which: str) -> str:
+    """The escape (``which="escape"``) or false-reject (``"false_reject"``) rate of a report's decisions with its
+    count and exact 95% interval, e.g. ``0.0% (0/18; 95% CI 0.0-18.5%)``; ``-`` when not measured."""
+    from edgevision.evaluate.operating import rate_of
+
+    r = rate_of(decisions, which)
+    return "-" if r is None else r.text()
+
+
+def cost_text(decisions: dict[str, Any] | None) -> str:
+    """The expected cost per 1,000 parts of a report's decisions with its interval, e.g. ``12.5 (95% CI
+    3.1-48.2)``; ``-`` when the operating points were not priced (or a rate is undefined)."""
+    c = (decisions or {}).get("expected_cost")
+    if not c:
+        return "-"
+    return f"{c['per_1000_parts']:.4g} (95% CI {c['lower']:.4g}-{c['upper']:.4g})"
+
+
 def _f(v: float | None, d: int = 3) -> str:
     return "-" if v is None else f"{v:.{d}f}"
 
@@ -422,8 +452,14 @@ def _markdown(r: QuantizeReport) -> str:
     if r.split is not None and f is not None and i is not None:
         lines.append(f"| mAP50-95 ({r.split}, {r.images} images) | {_f(f.map50_95)} | {_f(i.map50_95)} |")
         lines.append(f"| mAP50 | {_f(f.map50)} | {_f(i.map50)} |")
-        for key, label in (("escape_rate", "escape rate"), ("false_reject_rate", "false-reject rate")):
-            lines.append(f"| {label} | {_pct(f.decisions.get(key))} | {_pct(i.decisions.get(key))} |")
+        for key, label in (("escape", "escape rate (95% CI)"), ("false_reject", "false-reject rate (95% CI)")):
+            lines.append(f"| {label} | {rate_text(f.decisions, key)} | {rate_text(i.decisions, key)} |")
+        if f.decisions.get("expected_cost") or i.decisions.get("expected_cost"):
+            c = f.decisions.get("expected_cost") or i.decisions["expected_cost"]
+            lines.append(f"| expected cost per 1,000 parts (escape {c['cost_escape']:g}, false reject "
+                         f"{c['cost_false_reject']:g} per part, defect rate {c['defect_rate']:.3g}"
+                         f"{' of the split' if c.get('defect_rate_from') == 'split' else ''}) | "
+                         f"{cost_text(f.decisions)} | {cost_text(i.decisions)} |")
     if (f and f.latency) or (i and i.latency):
         th = (f.latency or {}).get("threads") if f else None
         lines.append(f"| latency p50, whole call (ms, this box, threads {th or 'default'}) | "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,32 @@ def fake_predictions(data: Path, out: Path, seed: int = 0) -> Path:
         images.append({"name": r.name, "boxes": boxes, "class_ids": cls, "scores": sc})
     out.write_text(json.dumps({"schema": "edgevision.predictions/1", "classes": ds.labels.names, "images": images}))
     return out
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``edgevision ARGS`` in this process (FiftyOne stays started): ``(exit code, stdout, stderr)``.
+
+    In-process because each fresh interpreter spends seconds importing FiftyOne; the launch test and
+    the export after edits use real subprocesses."""
+    from edgevision.cli import main
+    from edgevision.commands import _present
+
+    monkeypatch.setattr(_present.out, "width", 250)
+    monkeypatch.setattr(_present.err, "width", 250)
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["edgevision", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        o, e_ = capsys.readouterr()
+        return code, o, e_
+
+    return run
 
 
 @pytest.fixture(scope="session")

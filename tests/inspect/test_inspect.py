@@ -25,32 +25,6 @@ from edgevision.inspect.load import LoadRequest, load_into_fiftyone
 from tests.helpers import run_cli, tree_digest
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``edgevision ARGS`` in this process (FiftyOne stays started): ``(exit code, stdout, stderr)``.
-
-    In-process because each fresh interpreter spends seconds importing FiftyOne; the launch test and
-    the export after edits use real subprocesses."""
-    from edgevision.cli import main
-    from edgevision.commands import _present
-
-    monkeypatch.setattr(_present.out, "width", 250)
-    monkeypatch.setattr(_present.err, "width", 250)
-
-    def run(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["edgevision", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-        o, e_ = capsys.readouterr()
-        return code, o, e_
-
-    return run
-
-
 def _request(voc: Path, preds: Path | None, name: str, **kw: Any) -> LoadRequest:
     ds = read_dataset(voc).dataset
     p = read_predictions(preds, ds.images, ds.labels) if preds is not None else None
