@@ -184,7 +184,15 @@ def demo(
     if not result.ok:
         err.print(f"[red]demo: {result.problem}[/red]", highlight=False)
         raise typer.Exit(1)
-    out.print(f"[green]demo OK[/green]: outputs in {result.work}", highlight=False)
+    verdict = result.numbers.get("verdict")
+    if verdict and verdict != "PASS":
+        out.print(f"[yellow]demo finished[/yellow]: every stage ran (outputs in {result.work}), but the model did "
+                  f"[bold]not[/bold] pass the release gate ({', '.join(result.numbers['failed'])})"
+                  + (": expected with --quick, whose model learns nothing" if quick else
+                     ": it is not ready for a line; the reasons and fixes are listed above"), highlight=False)
+    else:
+        out.print(f"[green]demo OK[/green]: every stage ran and the model passed the release gate; outputs in "
+                  f"{result.work}" if verdict else f"[green]demo OK[/green]: outputs in {result.work}", highlight=False)
     if "report" in result.numbers:
         out.print(f"reliability report: [bold]{result.numbers['report']}[/bold] (benchmark: "
                   f"{result.numbers['bench_report']})", highlight=False)
@@ -208,14 +216,24 @@ def _print_model_stages(result: Any, quick: bool) -> None:
     for name, p in (nb.get("latency") or {}).items():
         out.print(f"{name}: p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms" if p.get("p99") is not None
                   else f"{name}: p50 {p['p50']:.2f} ms", highlight=False)
+    if nb.get("operating"):
+        out.print("operating points" + (f" ({nb['rule']})" if nb.get("rule") else "") + ":", highlight=False)
+        for name, o in nb["operating"].items():
+            thr = "-" if o["threshold"] is None else f"{o['threshold']:.3g}"
+            out.print(f"  {name} {thr}: {o['rule'] or 'defaults.conf'}", highlight=False)
+    if nb.get("decisions"):
+        out.print(f"on the test split at these operating points: {nb['decisions']}", highlight=False)
+    if nb.get("noise_detections") is not None:
+        out.print(f"a random-noise image: {nb['noise_detections']} detection(s) at the operating points"
+                  + (" (accepted)" if nb["noise_detections"] == 0 else " (rejected)"), highlight=False)
     if nb.get("verdict"):
         colour = "green" if nb["verdict"] == "PASS" else "red"
         out.print(f"release gate: [{colour}]{nb['verdict']}[/{colour}]"
                   + (f" (failed: {', '.join(nb['failed'])})" if nb["failed"] else "")
                   + (" - expected with --quick: the model learned nothing" if quick and nb["verdict"] != "PASS" else ""),
                   highlight=False)
-        for detail in nb.get("failed_details", []) if not quick else []:
-            out.print(f"  {detail}", highlight=False)
+        for line in nb.get("failed_explained", nb.get("failed_details", [])) if not quick else []:
+            out.print(f"  {line}", highlight=False)
 
 
 @app.command("formats")

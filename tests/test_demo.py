@@ -25,7 +25,21 @@ def test_quick_demo_runs_every_stage_offline(tmp_path: Path) -> None:
     for i, stage in enumerate(("synth", "validate", "stats", "split", "convert", "train", "eval", "export",
                                "quantize", "bench", "reliability"), start=1):
         assert f"{i}/11 {stage}" in r.stdout, stage
-    assert "demo OK" in r.stdout and "release gate:" in r.stdout
+    text = " ".join(r.stdout.split())
+    rel = json.loads((work / "reliability" / "reliability.json").read_text())
+    if rel["verdict"] == "PASS":
+        assert "demo OK: every stage ran and the model passed the release gate" in text
+    else:  # a FAIL is stated plainly, never followed by "demo OK"
+        assert "demo OK" not in text and "did not pass the release gate" in text and "expected with --quick" in text
+    assert "release gate:" in text
+    # the operating points the line would decide with: each class's threshold (never below 0.05) and its rule
+    names = json.loads((work / "run" / "thresholds.json").read_text())["classes"]
+    assert all(t >= 0.05 for t in names.values()), names
+    assert "operating points (per class: recall >= 0.9" in text
+    for name in names:
+        assert f"{name} " in text
+    assert "on the test split at these operating points: escape rate" in text and "95% CI" in text
+    assert "a random-noise image:" in text
     assert f"reliability report: {work / 'reliability' / 'reliability.html'}" in " ".join(r.stdout.split())
     log = (work / "commands.log").read_text()
     for cmd in ("edgevision train", "edgevision eval", "edgevision export", "edgevision quantize", "edgevision bench",
@@ -35,7 +49,6 @@ def test_quick_demo_runs_every_stage_offline(tmp_path: Path) -> None:
     bench = json.loads((work / "bench" / "bench.json").read_text())
     assert [m["name"] for m in bench["models"]] == ["model.onnx", "model.int8.onnx"]
     assert [m["precision"] for m in bench["models"]] == ["fp32", "int8"]
-    rel = json.loads((work / "reliability" / "reliability.json").read_text())
     assert rel["model"]["name"] == "model.int8.onnx" and rel["reference"]["name"] == "model.onnx"
     assert rel["gate"]["name"] == "default" and set(rel["suites"]) == {"soak", "robustness", "determinism",
                                                                        "bad_input", "concurrency"}
