@@ -412,7 +412,10 @@ thresholds/2; older files could carry 0.001 for a class whose recall target was 
 def _warn_degenerate(meta: ModelMetadata, path: Path) -> None:
     """One warning when the model's operating points would pass a nano detector's noise."""
     thr = meta.class_thresholds() or {}
-    low = {n: t for n, t in thr.items() if t < DEGENERATE_BELOW}
+    chosen_floor = ((meta.thresholds or {}).get("rule") or {}).get("min_threshold")
+    # a user who lowered min_threshold on purpose chose those thresholds: only unrecorded low ones are flagged
+    floor = DEGENERATE_BELOW if chosen_floor is None else min(DEGENERATE_BELOW, float(chosen_floor))
+    low = {n: t for n, t in thr.items() if t < floor}
     if low:
         log.warning("%s: operating points %s are below %g (chosen as the lowest score seen by an older EdgeVision): "
                     "nearly every image will be rejected; re-choose them (edgevision eval MODEL --data D --target "

@@ -22,6 +22,7 @@ objects; ``drop`` removes them before training and evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -220,8 +221,26 @@ def prepare_run(cfg: TrainConfig | None, out: Path | str, *, resume: bool = Fals
     missing = [r.name for r in ds.images if r.path is None or not Path(r.path).is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} image file(s) missing, first: {missing[0]}; training needs every image")
+    _check_operating_split(cfg, ds)
     return PreparedRun(cfg=cfg, spec=spec, dataset=ds, run=run, data_hash=dataset_hash(ds), split_made=made,
                        source_format=fmt, resume=resume)
+
+
+def _check_operating_split(cfg: TrainConfig, ds: Dataset) -> None:
+    """Image-level or priced operating points need defective and defect-free val images: refuse before training
+    (in one line) rather than at its end."""
+    rule = cfg.operating_point.to_rule()
+    if rule.mode not in ("image", "cost"):
+        return
+    val = ds.split("val")
+    defective = sum(1 for r in val if len(r))
+    good = sum(1 for r in val if not len(r))
+    if not defective or not good:
+        lacking = "defective" if not defective else "defect-free"
+        raise ConfigError(f"operating_point: {'priced' if rule.mode == 'cost' else 'image-level'} operating points "
+                          f"are chosen on the val split, and its {len(val)} images hold no {lacking} image: add "
+                          f"{lacking} images, or choose per class (drop max_escape_rate / max_false_reject_rate / "
+                          "cost_*; the default is recall >= 0.9 per class)")
 
 
 def _check_installed(backend: str) -> None:
@@ -360,7 +379,14 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
             progress("evaluate", min(i + step, len(val)), len(val))
     op = cfg.operating_point
     # strict=False: image-level limits the val split cannot meet keep the closest point (noted), not lose the run
-    points = select_operating_points(val, preds, ds.labels, op.to_rule(), difficult=cfg.difficult, strict=False)
+    try:
+        points = select_operating_points(val, preds, ds.labels, op.to_rule(), difficult=cfg.difficult, strict=False)
+    except ConfigError as e:  # a val split that cannot measure an image-level rate (checked before training too)
+        log.warning("operating points: %s; chosen per class (%s >= %g) instead", e, op.target, op.value)
+        rule = dataclasses.replace(op.to_rule(), max_escape_rate=None, max_false_reject_rate=None, cost_escape=None,
+                                   cost_false_reject=None)
+        points = select_operating_points(val, preds, ds.labels, rule, difficult=cfg.difficult)
+        points.note = f"{e}; chosen per class instead"
     report = evaluate(val, preds, ds.labels, operating=points, iou=op.iou, difficult=cfg.difficult)
     backend_name = "Ultralytics" if cfg.backend == "ultralytics" else "torchvision"
     metrics = {

@@ -49,3 +49,26 @@ def test_bad_configs_give_one_line(tmp_path: Path, text: str, cli: dict, expecte
         resolve_train_config(_file(tmp_path, text), cli)
     assert expected in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_operating_point_settings_and_their_val_split() -> None:
+    """Image-level / priced operating points are refused before training when val cannot measure them."""
+    from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
+    from edgevision.core.errors import ConfigError
+    from edgevision.train.config import OperatingPointConfig, TrainConfig
+    from edgevision.train.trainer import _check_operating_split
+
+    rule = OperatingPointConfig(max_escape_rate=0.05).to_rule()
+    assert rule.mode == "image" and rule.min_threshold == 0.05 and rule.fallback == "f1"
+    assert OperatingPointConfig(cost_escape=50, cost_false_reject=2).to_rule().mode == "cost"
+    with pytest.raises(ValueError, match="cost_escape and cost_false_reject go together"):
+        OperatingPointConfig(cost_escape=50)
+    box = [[0, 0, 8, 8]]
+    only_defects = Dataset(LabelMap(["crack"]), [ImageRecord("a.png", (32, 32), box, [0], split="val"),
+                                                 ImageRecord("b.png", (32, 32), split="train")])
+    cfg = TrainConfig(operating_point=OperatingPointConfig(max_escape_rate=0.05))
+    with pytest.raises(ConfigError, match="its 1 images hold no defect-free image"):
+        _check_operating_split(cfg, only_defects)
+    _check_operating_split(TrainConfig(), only_defects)  # per class: nothing to check
+    both = Dataset(LabelMap(["crack"]), [*only_defects.images, ImageRecord("c.png", (32, 32), split="val")])
+    _check_operating_split(cfg, both)
