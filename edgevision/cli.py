@@ -306,11 +306,13 @@ def _register_data_commands() -> None:
             app.command(name)(importlib.import_module(module).command)
     from edgevision.commands.bench import app as bench_app
     from edgevision.commands.inspect import app as inspect_app
+    from edgevision.commands.line import app as line_app
     from edgevision.commands.weights import app as weights_app
 
     app.add_typer(weights_app, name="weights")
     app.add_typer(bench_app, name="bench")
     app.add_typer(inspect_app, name="inspect")
+    app.add_typer(line_app, name="line")
 
 
 _register_data_commands()

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from edgevision.core.errors import EdgeVisionError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ImageHeader", "ImageInput", "ImageReadError", "ImageTooLargeError",
-           "check_image_header", "decode_image", "read_image_header", "to_uint8"]
+           "check_image_header", "decode_image", "decode_image_bytes", "read_image_header", "to_uint8"]
 
 ImageInput = str | Path | bytes | bytearray | memoryview | np.ndarray
 """What the runtime accepts as one image."""
@@ -110,6 +110,18 @@ def decode_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise ImageReadError(f"unsupported image type {type(image).__name__}; give a path, encoded bytes or a "
                              "numpy array (H, W[, C]) uint8/uint16")
     check_array(img, _describe(image) if not isinstance(image, np.ndarray) else "image array")
+    return img
+
+
+def decode_image_bytes(data: bytes | bytearray | memoryview, where: str, *,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.generic]:
+    """Encoded bytes to an array, as `decode_image`, with errors naming ``where`` (e.g. the file the bytes came from).
+
+    Raises:
+        ImageTooLargeError / ImageReadError: as `decode_image` (one line).
+    """
+    img = _decode_checked(data, where, max_pixels)
+    check_array(img, where)
     return img
 
 

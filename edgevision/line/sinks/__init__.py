@@ -1,0 +1,1 @@
+"""Decision sinks: OPC UA (server), Modbus TCP (client), MQTT (client, durable queue). See `base`."""

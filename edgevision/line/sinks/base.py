@@ -1,0 +1,104 @@
+"""What every decision sink receives (`PartDecision`) and offers (`Sink`), and how it reports (`SinkStatus`).
+
+A sink never blocks inspection and never raises because its peer is down: `Sink.publish` hands the
+decision over and returns at once; the sink's own thread talks to the peer, reconnects with backoff and
+reports its state through `Sink.status` (shown in ``/metrics`` and on the bus). Durable sinks (MQTT) read
+their messages from the record store's outbox, written in the same transaction as the part's record, so
+a message survives a crash or a broker outage; state sinks (OPC UA, Modbus) show the latest part.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["PartDecision", "Sink", "SinkStatus"]
+
+
+@dataclass(frozen=True)
+class PartDecision:
+    """One inspected part, as every sink sees it (and as the record stores it).
+
+    Attributes:
+        seq: the record's id (increasing); time: ISO-8601 UTC of the decision; station; source: the source's name.
+        part_id / serial: from the file name or a trigger, else None; image: the file (or frame) name;
+        image_sha256: of the image bytes (frames: of the decoded pixels).
+        decision: ``"NG"`` (reject: a detection passed its class threshold) or ``"OK"``.
+        defects: detections that passed; classes: ``{class: count}`` of those; detections: ``[{"class", "score",
+        "xyxy"}]``; inference_ms: decode + detect; model: the model file name; model_sha256; thresholds used;
+        error: why the image could not be inspected (the part is then rejected, ``"NG"``, for a person to check).
+    """
+
+    seq: int
+    time: str
+    station: str
+    source: str
+    part_id: str | None
+    serial: str | None
+    image: str
+    image_sha256: str
+    decision: str
+    defects: int
+    classes: dict[str, int]
+    detections: list[dict[str, Any]]
+    inference_ms: float
+    model: str
+    model_sha256: str
+    thresholds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        """The MQTT payload: compact UTF-8 JSON of `to_dict`."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> PartDecision:
+        return cls(**json.loads(data))
+
+
+@dataclass
+class SinkStatus:
+    """A sink's state: ``up`` (its peer answers), ``down`` (retrying; ``detail`` says why), ``starting``.
+
+    Attributes:
+        sent: decisions delivered; failed: delivery attempts that failed; pending: waiting (durable sinks);
+        last_error: the last failure in one line; since: monotonic time of the last state change.
+    """
+
+    name: str
+    state: str = "starting"
+    detail: str = ""
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Sink(Protocol):
+    """A decision sink (see the module doc). Implementations: `edgevision.line.sinks.opcua.OpcUaServerSink`,
+    `edgevision.line.sinks.modbus.ModbusSink`, `edgevision.line.sinks.mqtt.MqttSink`."""
+
+    name: str
+    durable: bool
+
+    def start(self) -> None:
+        """Start the sink's thread (and, for a server sink, bind its port: a bind failure raises ConfigError)."""
+
+    def publish(self, decision: PartDecision) -> None:
+        """Hand one decision over; returns at once (durable sinks: it is already in the outbox)."""
+
+    def heartbeat(self, healthy: bool, detail: str = "") -> None:
+        """Called about once a second by the line: the process is alive; ``healthy`` False when a source is down."""
+
+    def status(self) -> SinkStatus:
+        """The current state (thread-safe)."""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread, flushing what can be flushed within ``timeout`` seconds."""
