@@ -110,23 +110,36 @@ def test_env_file_and_cli_agree_on_every_variable() -> None:
     assert envvars == set(ENV.values())
 
 
-def test_systemd_unit_verifies(runtime_venv: tuple[Path, str], tmp_path: Path) -> None:
+def _verify_unit(name: str, prefix: Path, tmp_path: Path, replace: dict[str, str] | None = None) -> str:
+    """``systemd-analyze verify`` on deploy/NAME with the installed runtime's paths; returns the unit's text."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    prefix, _ = runtime_venv
-    text = (DEPLOY / "edgevision.service").read_text()
-    assert "ExecStart=/opt/edgevision/bin/edgevision serve\n" in text
-    assert "EnvironmentFile=/etc/edgevision/edgevision.env" in text
+    text = (DEPLOY / name).read_text()
     local = text.replace("/opt/edgevision/bin/edgevision", str(prefix / "bin" / "edgevision"))
-    local = local.replace("/etc/edgevision/edgevision.env", str(DEPLOY / "edgevision.env"))
-    unit = tmp_path / "edgevision.service"
+    for old, new in (replace or {}).items():
+        local = local.replace(old, new)
+    unit = tmp_path / name
     unit.write_text(local)
     r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr  # systemd warns about unknown keys on stderr
+    return text
+
+
+def test_systemd_unit_verifies(runtime_venv: tuple[Path, str], tmp_path: Path) -> None:
+    text = _verify_unit("edgevision.service", runtime_venv[0], tmp_path,
+                        {"/etc/edgevision/edgevision.env": str(DEPLOY / "edgevision.env")})
+    assert "ExecStart=/opt/edgevision/bin/edgevision serve\n" in text
+    assert "EnvironmentFile=/etc/edgevision/edgevision.env" in text
     drain = float(re.search(r"^EDGEVISION_DRAIN_TIMEOUT_S=(\S+)", (DEPLOY / "edgevision.env").read_text(), re.M)[1])
     stop = float(re.search(r"^TimeoutStopSec=(\d+)", text, re.M)[1])
     assert drain < stop  # systemd must not SIGKILL a service that is still draining
+
+
+def test_line_systemd_unit_verifies(runtime_venv: tuple[Path, str], tmp_path: Path) -> None:
+    text = _verify_unit("edgevision-line.service", runtime_venv[0], tmp_path)
+    assert "ExecStart=/opt/edgevision/bin/edgevision line /etc/edgevision/line.yaml\n" in text
+    assert "RestartPreventExitStatus=2" in text and "KillSignal=SIGTERM" in text
 
 
 def _parse_env_file(path: Path) -> dict[str, str]:
