@@ -1,4 +1,5 @@
-"""``edgevision serve MODEL [--host 127.0.0.1] [--port 8080] [--token-file F] ...``: the HTTP detection service.
+"""``edgevision serve MODEL [--host 127.0.0.1] [--port 8080] [--token-file F] [--tls-cert F --tls-key F] ...``: the
+HTTP(S) detection service.
 
 Every option also reads an ``EDGEVISION_*`` environment variable (``edgevision.serve.config.ENV``;
 ``deploy/edgevision.env`` lists them), so a systemd unit or a container needs no command line. The
@@ -30,6 +31,11 @@ def command(
                              help="TCP port (0: any free port, printed at start)."),
     token_file: Path | None = typer.Option(None, "--token-file", envvar=ENV["token_file"],
                                            help="File holding the bearer token clients must send (401 without it)."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", envvar=ENV["tls_cert"],
+                                         help="PEM certificate (chain): serve HTTPS (TLS 1.2+) instead of HTTP; "
+                                              "needs --tls-key."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", envvar=ENV["tls_key"],
+                                        help="PEM private key of --tls-cert (unencrypted; chmod 600)."),
     max_body_mb: float = typer.Option(20.0, "--max-body-mb", min=0.001, envvar=ENV["max_body_mb"],
                                       help="Largest request body in MiB; larger ones get 413."),
     max_pixels_mp: float = typer.Option(100.0, "--max-pixels-mp", min=0.001, envvar=ENV["max_pixels_mp"],
@@ -61,7 +67,7 @@ def command(
     log_level: str = typer.Option("info", "--log-level", envvar=ENV["log_level"],
                                   help="debug, info, warning or error."),
 ) -> None:
-    """Serve a model over HTTP: POST /v1/detect, /healthz, /readyz, /metrics (needs the serve extra)."""
+    """Serve a model over HTTP or HTTPS: POST /v1/detect, /healthz, /readyz, /metrics (needs the serve extra)."""
     from edgevision.core.errors import ConfigError
 
     check_choice("--log-level", log_level.lower(), LOG_LEVELS)
@@ -76,7 +82,8 @@ def command(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout, force=True)
-    config = ServeConfig(model=model, host=host, port=port, token_file=token_file, max_body_mb=max_body_mb,
+    config = ServeConfig(model=model, host=host, port=port, token_file=token_file, tls_cert=tls_cert,
+                         tls_key=tls_key, max_body_mb=max_body_mb,
                          max_pixels_mp=max_pixels_mp, concurrency=concurrency, max_queue=max_queue, threads=threads,
                          providers=providers, drain_timeout_s=drain_timeout_s, idle_timeout_s=idle_timeout_s,
                          request_timeout_s=request_timeout_s, max_connections=max_connections,

@@ -8,6 +8,7 @@ Precedence: command-line option > environment variable > default.
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 from pathlib import Path
 
@@ -15,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgevision.core.errors import ConfigError
 
-__all__ = ["ENV", "ServeConfig", "read_token"]
+__all__ = ["ENV", "ServeConfig", "read_tls", "read_token"]
 
 ENV: dict[str, str] = {
     "model": "EDGEVISION_MODEL",
     "host": "EDGEVISION_HOST",
     "port": "EDGEVISION_PORT",
     "token_file": "EDGEVISION_TOKEN_FILE",
+    "tls_cert": "EDGEVISION_TLS_CERT",
+    "tls_key": "EDGEVISION_TLS_KEY",
     "max_body_mb": "EDGEVISION_MAX_BODY_MB",
     "max_pixels_mp": "EDGEVISION_MAX_PIXELS_MP",
     "concurrency": "EDGEVISION_CONCURRENCY",
@@ -46,6 +49,8 @@ class ServeConfig(BaseModel):
         model: the ONNX file written by ``edgevision export`` (FP32, FP16 or INT8).
         host / port: where to listen (port 0: any free port, printed at start).
         token_file: a file holding the bearer token clients must send; None: no authentication.
+        tls_cert / tls_key: PEM certificate (chain) and its unencrypted private key: the service speaks HTTPS
+            (TLS 1.2 or later) instead of plain HTTP. Both or neither; None: plain HTTP.
         max_body_mb: request bodies above this many MiB are refused with 413 before decoding.
         max_pixels_mp: images above this many megapixels are refused with 400. The size is read from the header
             before anything is decoded, for every format the decoder accepts (formats whose size cannot be read
@@ -74,6 +79,8 @@ class ServeConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_body_mb: float = Field(20.0, gt=0)
     max_pixels_mp: float = Field(100.0, gt=0)
     concurrency: int = Field(1, ge=1, le=64)
@@ -119,9 +126,69 @@ def read_token(path: Path) -> tuple[str, str | None]:
     warning = None
     if len(token) < 16:
         warning = f"{path}: the token has only {len(token)} characters; use at least 32 (`openssl rand -hex 32`)"
-    if os.name == "posix":
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
-            warning = (f"{path}: token file is readable by other users (mode {stat.S_IMODE(mode):o}); "
-                       f"restrict it: chmod 600 {path} (or 640 with the service's group)")
-    return token, warning
+    return token, _not_private(path, "token file") or warning
+
+
+def _not_private(path: Path, what: str) -> str | None:
+    """A warning when ``path`` may be read by users other than its owner and its group (POSIX), else None."""
+    if os.name != "posix":
+        return None
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+        return (f"{path}: {what} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                f"restrict it: chmod 600 {path} (or 640 with the service's group)")
+    return None
+
+
+def read_tls(cert: Path | None, key: Path | None) -> tuple[ssl.SSLContext | None, str | None]:
+    """The server-side TLS context (TLS 1.2 or later) for ``cert`` / ``key`` and a warning, or (None, None) for
+    plain HTTP when neither is given.
+
+    The key file is checked like the token file (`read_token`): a key other users may read is a warning, not a
+    refusal. An encrypted key is refused: a service cannot type its passphrase.
+
+    Raises:
+        ConfigError: only one of the two given; a missing / unreadable file; not PEM; a key that does not match
+            the certificate; an encrypted key. One line naming the option and the fix.
+    """
+    if cert is None and key is None:
+        return None, None
+    if cert is None or key is None:
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        raise ConfigError(f"{given} needs {missing} too (EDGEVISION_TLS_CERT and EDGEVISION_TLS_KEY): give both, "
+                          "or neither for plain HTTP")
+    for flag, path, what, marker, tool in (("--tls-cert", cert, "certificate", b"-----BEGIN CERTIFICATE-----", "x509"),
+                                           ("--tls-key", key, "private key", b"PRIVATE KEY-----", "pkey")):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{flag} {path}: {what} file not found; give the PEM file (see 'TLS' in "
+                              "deploy/README.md) or leave --tls-cert and --tls-key out") from None
+        except OSError as e:
+            raise ConfigError(f"{flag} {path}: {what} file not readable ({e.strerror or e.__class__.__name__}); "
+                              "check its permissions (the service's user must read it)") from None
+        if marker not in data:
+            raise ConfigError(f"{flag} {path}: no PEM {what} in it (no '{marker.decode().strip('-')}' line); give "
+                              f"the {what} in PEM (from DER: openssl {tool} -inform DER -in FILE -out FILE.pem)")
+    asked: list[bool] = []
+
+    def no_passphrase() -> bytes:
+        asked.append(True)
+        return b""
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key), password=no_passphrase)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        if asked:
+            raise ConfigError(f"--tls-key {key}: the key is encrypted and the service cannot type its passphrase; "
+                              f"write it unencrypted (openssl pkey -in {key} -out {key}.plain, chmod 600) and give "
+                              "that file") from None
+        reason = getattr(e, "reason", None) or " ".join(str(e).split())[:120]
+        if "MISMATCH" in str(reason).upper():
+            raise ConfigError(f"--tls-key {key}: does not match the certificate {cert}; give the key the "
+                              "certificate was made for") from None
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: cannot load them ({reason}); give a PEM "
+                          "certificate and its unencrypted PEM private key") from None
+    return ctx, _not_private(key, "TLS private key file")

@@ -10,13 +10,25 @@ as a clean stop.
 Connections are guarded (`edgevision.serve.protocol`): closed when idle for ``idle_timeout_s`` (from the
 moment they connect), cut with 408 when a request takes longer than ``request_timeout_s`` to arrive,
 and refused with 503 beyond ``max_connections``, which by default follows the file descriptor limit.
+
+With ``tls_cert`` / ``tls_key`` the service speaks HTTPS (TLS 1.2 or later). The TLS layer is this module's
+(`tls_protocol`), not uvicorn's: uvicorn hands its ``ssl`` to asyncio, which handshakes before the HTTP protocol
+exists, so a connection that never completes the handshake would be held 60 s and escape ``max_connections``
+(a flood of them exhausts the descriptors). Here the handshake is one more phase of the guarded connection: it
+counts against ``max_connections`` (beyond it a new connection is closed at once, before any handshake work),
+must finish within ``idle_timeout_s``, and a closing connection waits at most ``idle_timeout_s`` for the client's
+close_notify. Once the handshake is done, the guarded HTTP protocol runs unchanged over the encrypted transport.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import signal
 import socket
+import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +36,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from edgevision.core.errors import ConfigError
-from edgevision.serve.config import ServeConfig, read_token
+from edgevision.serve.config import ServeConfig, read_tls, read_token
 
 if TYPE_CHECKING:
     from edgevision.runtime.detector import Detector
+    from edgevision.serve.protocol import ConnectionLimits
 
-__all__ = ["StopReport", "bind_socket", "connection_limit", "load_detector", "run_server"]
+__all__ = ["StopReport", "bind_socket", "connection_limit", "exposure_warning", "load_detector", "run_server",
+           "tls_protocol"]
 
 AUTO_MAX_CONNECTIONS = 1024
 """``max_connections`` when not set: this many, or fewer when the descriptor limit is lower."""
@@ -148,6 +162,146 @@ def load_detector(config: ServeConfig) -> Detector:
     return det
 
 
+def exposure_warning(host: str, token: bool, tls: bool) -> str | None:
+    """The start-up warning for a service that listens beyond loopback without a token, or with a token in clear
+    text (no TLS); None on loopback or with both."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    if not token:
+        return (f"serving on {host} without --token-file: anyone who reaches this port can use the model; "
+                "set a token (see deploy/README.md)")
+    if not tls:
+        return (f"serving on {host} with a token but without TLS: the bearer token crosses the network in clear "
+                "text; give --tls-cert/--tls-key (see 'TLS' in deploy/README.md)")
+    return None
+
+
+def tls_protocol(inner: Callable[..., asyncio.Protocol], context: ssl.SSLContext, limits: ConnectionLimits,
+                 stopping: Callable[[], bool] = lambda: False) -> type[asyncio.Protocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)`` for HTTPS: a TLS handshake, then ``inner`` (the
+    guarded HTTP protocol, `edgevision.serve.protocol.guarded_protocol`) over the encrypted transport.
+
+    A connection in its handshake counts against ``limits.max_connections`` like an open HTTP connection (beyond
+    it, a new connection is closed at once: no handshake work is spent on a flood), must complete the handshake
+    within ``limits.idle_timeout_s``, and is shown in ``edgevision_open_connections``. Connections the server
+    closes during the handshake count in ``edgevision_connections_closed_total{reason}``: ``idle_timeout`` (too
+    slow), ``tls_handshake`` (not TLS, e.g. plain HTTP, or no protocol version / cipher in common),
+    ``too_many_connections``. ``stopping()`` true after a handshake: the service is draining, the connection is
+    closed.
+    """
+    pending: set[asyncio.Protocol] = set()
+    # Python 3.11+: a closing connection waits at most this long for the client's close_notify (asyncio: 30 s)
+    shutdown: dict[str, Any] = {"ssl_shutdown_timeout": limits.idle_timeout_s} if sys.version_info >= (3, 11) else {}
+
+    class TlsHandshake(asyncio.Protocol):
+        _refused_since_log = 0
+        _refused_logged_at = 0.0
+
+        def __init__(self, **kwargs: Any) -> None:  # uvicorn's: config, server_state, app_state, _loop
+            self._kwargs = kwargs
+            self._open: set[Any] = kwargs["server_state"].connections  # the HTTP connections (inner's)
+            self._inner: asyncio.Protocol | None = None
+            self._early: list[bytes] = []  # decrypted bytes that arrive before `inner` takes over
+            self._eof = self._lost = self._too_slow = False
+            self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            if len(pending) + len(self._open) >= limits.max_connections:
+                self._refuse()
+                transport.abort()
+                return
+            transport.pause_reading()  # the TLS layer reads from here on
+            pending.add(self)
+            if limits.metrics is not None:
+                limits.metrics.connections.inc()
+            self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
+
+        async def _handshake(self, raw: asyncio.Transport) -> None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(limits.idle_timeout_s, self._handshake_too_slow, raw)
+            try:
+                tls = await loop.start_tls(raw, self, context, server_side=True,
+                                           ssl_handshake_timeout=limits.idle_timeout_s + 5,  # ours fires first
+                                           **shutdown)
+            except (OSError, ValueError) as e:  # ssl.SSLError, or the client left
+                if isinstance(e, ssl.SSLError) and not self._too_slow:
+                    self._closed("tls_handshake")
+                    log.debug("TLS handshake failed: %s", getattr(e, "reason", None) or e)
+                tls = None
+            finally:
+                timer.cancel()
+                self._unpend()
+            if self._too_slow:  # aborted by the timer (start_tls then returns None or raises)
+                self._closed("idle_timeout")
+                return
+            if tls is None or self._lost or tls.is_closing():
+                return
+            if stopping():
+                tls.close()
+                return
+            http = inner(**self._kwargs)
+            self._inner = http
+            tls.set_protocol(http)
+            http.connection_made(tls)
+            for data in self._early:
+                http.data_received(data)
+            self._early.clear()
+            if self._eof:
+                http.eof_received()
+
+        def _handshake_too_slow(self, raw: asyncio.Transport) -> None:
+            self._too_slow = True
+            raw.abort()
+
+        def _unpend(self) -> None:
+            if self in pending:
+                pending.discard(self)
+                if limits.metrics is not None:
+                    limits.metrics.connections.dec()
+
+        def _closed(self, reason: str) -> None:
+            if limits.metrics is not None:
+                limits.metrics.connections_closed.labels(reason).inc()
+
+        def _refuse(self) -> None:
+            self._closed("too_many_connections")
+            cls = type(self)
+            cls._refused_since_log += 1
+            now = time.monotonic()
+            if now - cls._refused_logged_at >= 10:  # one line per 10 s under a flood, not one per connection
+                log.warning("%d open connections, the limit (--max-connections %d): closed %d new connection(s) "
+                            "before the TLS handshake", len(pending) + len(self._open), limits.max_connections,
+                            cls._refused_since_log)
+                cls._refused_since_log, cls._refused_logged_at = 0, now
+
+        # the TLS layer calls these until `inner` takes over (set_protocol), and after if they were already queued
+        def data_received(self, data: bytes) -> None:
+            if self._inner is not None:
+                self._inner.data_received(data)
+            else:
+                self._early.append(data)
+
+        def eof_received(self) -> bool | None:
+            if self._inner is not None:
+                return self._inner.eof_received()
+            self._eof = True
+            return None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._inner is not None:
+                self._inner.connection_lost(exc)
+            else:
+                self._lost = True
+                self._unpend()
+
+    return TlsHandshake
+
+
 class _AnsweredOnce:
     """The ASGI app uvicorn runs: an exception the app has already answered (its handler logged it once, with the
     request id, and sent the JSON 500) is not re-raised to uvicorn, which would log the same traceback again."""
@@ -175,11 +329,12 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
 
     Args:
         config: the service configuration.
-        announce: called with ``serving MODEL on http://HOST:PORT`` when the port is bound, then with the
-            operating points the decisions use (each class's threshold and how it was chosen).
+        announce: called with ``serving MODEL on http://HOST:PORT`` (``https://`` with TLS) when the port is bound,
+            then with the operating points the decisions use (each class's threshold and how it was chosen).
 
     Raises:
-        ConfigError / ModelFormatError: bad token file, model, host or port (nothing is bound).
+        ConfigError / ModelFormatError: bad token file, TLS certificate or key, model, host or port (nothing is
+            bound).
     """
     import uvicorn
 
@@ -191,9 +346,12 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
         token, warning = read_token(config.token_file)
         if warning:
             log.warning("%s", warning)
-    elif config.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without --token-file: anyone who reaches this port can use the model; "
-                    "set a token (see deploy/README.md)", config.host)
+    tls, tls_warning = read_tls(config.tls_cert, config.tls_key)
+    if tls_warning:
+        log.warning("%s", tls_warning)
+    exposed = exposure_warning(config.host, token is not None, tls is not None)
+    if exposed:
+        log.warning("%s", exposed)
     from edgevision.core.cpu import usable_cores
 
     cores = usable_cores()
@@ -211,8 +369,13 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
     limits = ConnectionLimits(config.idle_timeout_s, config.request_timeout_s, max_connections, state.metrics)
     log.info("connections: at most %d open (%s); idle ones closed after %g s; a request must arrive within %g s",
              max_connections, fd_note, config.idle_timeout_s, config.request_timeout_s)
+    http: type[asyncio.Protocol] = guarded_protocol(limits)
+    if tls is not None:
+        http = tls_protocol(http, tls, limits, stopping=lambda: state.draining)
+        log.info("TLS: certificate %s, TLS 1.2 or later; a handshake must finish within %g s", config.tls_cert,
+                 config.idle_timeout_s)
     uv = uvicorn.Config(_AnsweredOnce(app), log_config=None, access_log=False, lifespan="on",
-                        http=guarded_protocol(limits), loop="asyncio", ws="none", server_header=False,
+                        http=http, loop="asyncio", ws="none", server_header=False,
                         backlog=ACCEPT_BACKLOG,
                         timeout_keep_alive=config.idle_timeout_s,  # type: ignore[arg-type]  # a float works
                         timeout_graceful_shutdown=config.drain_timeout_s)  # type: ignore[arg-type]
@@ -239,7 +402,7 @@ def run_server(config: ServeConfig, announce: Callable[[str], None] = print) -> 
     shown = f"[{host}]" if ":" in host else host
     t0 = time.monotonic()
     try:
-        announce(f"serving {config.model} on http://{shown}:{port}")
+        announce(f"serving {config.model} on {'https' if tls is not None else 'http'}://{shown}:{port}")
         announce(f"decisions at {state.operating_source}: " + "; ".join(
             f"{n} {state.operating[n]:.3g} ({state.operating_rules[n]})" for n in detector.names))
         _Server(uv).run(sockets=[sock])
