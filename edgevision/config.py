@@ -55,12 +55,43 @@ def describe_validation_error(e: ValidationError, model: type[BaseModel], what: 
     loc = short_text(".".join(str(x) for x in first["loc"]), 100)
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
-        close = difflib.get_close_matches(key, list(model.model_fields), n=1) if len(key) <= 200 else []
-        hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(model.model_fields)}"
+        fields = _fields_at(model, first["loc"][:-1])
+        close = difflib.get_close_matches(key, fields, n=1) if len(key) <= 200 else []
+        hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(fields)}"
         return f"unknown {what} field '{loc}'{hint}"
     if first["type"] == "missing":
         return f"{what} field '{loc}' is required"
     return f"{what} field '{loc}': {short_text(first['msg'], 160)}"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, lists, dicts, Annotated)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        out += _models_in(arg)
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: Any) -> list[str]:
+    """The field names of the (nested) model at ``loc`` (a validation error's location without its last part):
+    list indexes and union tags are skipped; several candidate models give the union of their fields."""
+    models: list[type[BaseModel]] = [model]
+    for part in loc:
+        if not isinstance(part, str):
+            continue  # a list index
+        nxt: list[type[BaseModel]] = []
+        for m in models:
+            if part in m.model_fields:
+                nxt += _models_in(m.model_fields[part].annotation)
+        tagged = [m for m in models if part not in m.model_fields]
+        if not nxt and tagged:  # a discriminated union's tag (e.g. 'folder'): keep the member it names
+            nxt = [m for m in models if getattr(m.model_fields.get("type"), "default", None) == part] or models
+        models = nxt or models
+    return list(dict.fromkeys(f for m in models for f in m.model_fields))
 
 
 def load_yaml_config(path: Path | str, model: type[M], what: str) -> M:

@@ -17,7 +17,7 @@ def _mentions() -> dict[tuple[str, ...], set[str]]:
     """``{(command, subcommand?): {--options}}`` for every ``edgevision ...`` in README's code and table."""
     text = README.read_text(encoding="utf-8")
     found: dict[tuple[str, ...], set[str]] = {}
-    for m in re.finditer(r"edgevision ((?:[a-z]+)(?: (?:add|list|remove|show|compare|export|launch|delete))?)((?:\\\||[^`\n|])*)", text):
+    for m in re.finditer(r"edgevision ((?:[a-z]+)(?: (?:add|list|remove|show|compare|export|launch|delete|report))?)((?:\\\||[^`\n|])*)", text):
         words = tuple(m.group(1).split())
         if words[0] in ("runtime",):  # `edgevision.runtime` is a module, not a command
             continue
@@ -27,7 +27,7 @@ def _mentions() -> dict[tuple[str, ...], set[str]]:
 
 @pytest.mark.parametrize("words", sorted(_mentions()), ids=" ".join)
 def test_readme_commands_and_options_exist(words: tuple[str, ...]) -> None:
-    defaults = {("bench",): "run", ("inspect",): "load"}  # `bench MODEL...` is `bench run MODEL...`, ...
+    defaults = {("bench",): "run", ("inspect",): "load", ("line",): "run"}  # `bench MODEL...` is `bench run MODEL...`, ...
     args = [*words, defaults[words]] if words in defaults else list(words)
     res = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"})
     assert res.exit_code == 0, f"README mentions `edgevision {' '.join(words)}`, which is not a command: {res.output}"
