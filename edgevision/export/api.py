@@ -187,6 +187,7 @@ def _metadata(raw: RawExport, src: Any, onnx_model: Any, layout: str, max_det: i
         precision="fp16" if half else "fp32",
         opset=default_opset(onnx_model),
         thresholds=src.thresholds(),
+        data_stats=src.data_stats(),
         defaults=dict(DEFAULTS),
         source=src.provenance(raw.arch, raw.imgsz_trained),
         quantization=None,

@@ -39,6 +39,12 @@ class ModelSource:
             return None
         return _read_json(self.run.thresholds)
 
+    def data_stats(self) -> dict[str, Any] | None:
+        """The run's ``data_stats.json`` (the val images' statistics, the line's drift reference), or None."""
+        if self.run is None or not self.run.data_stats.is_file():
+            return None
+        return _read_json(self.run.data_stats)
+
     def provenance(self, arch: str, imgsz_trained: int | None) -> dict[str, Any]:
         """The metadata ``source`` record: backend, arch, weights hash, licence, origin, dataset, config."""
         spec = _read_json(self.run.root / "model.json") if self.run is not None else None

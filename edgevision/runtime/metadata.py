@@ -127,6 +127,9 @@ class ModelMetadata:
         source: provenance: ``backend``, ``arch``, ``weights_sha256``, ``licence``, ``weights_origin``,
             ``dataset_hash``, ``config_sha256``, ``imgsz_trained``;
         quantization: None for float models; the quantizer's record (target, method, ...) for INT8;
+        data_stats: statistics of the validation images the model was evaluated on (image brightness,
+            contrast, sharpness; detections per image and their scores at the operating points; see
+            `edgevision.runtime.imagestats`), the reference ``edgevision line`` watches for drift; or None;
         edgevision_version, created: writer version and ISO-8601 UTC creation time.
     """
 
@@ -141,6 +144,7 @@ class ModelMetadata:
     defaults: dict[str, float] = field(default_factory=lambda: {"conf": 0.25, "iou": 0.7, "max_det": 300})
     source: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
+    data_stats: dict[str, Any] | None = None
     edgevision_version: str = ""
     created: str = ""
     schema: str = SCHEMA
@@ -203,6 +207,7 @@ class ModelMetadata:
                 defaults={**{"conf": 0.25, "iou": 0.7, "max_det": 300}, **dict(d.get("defaults") or {})},
                 source=dict(d.get("source") or {}),
                 quantization=d.get("quantization"),
+                data_stats=d.get("data_stats") if isinstance(d.get("data_stats"), dict) else None,
                 edgevision_version=str(d.get("edgevision_version", "")),
                 created=str(d.get("created", "")),
                 schema=schema,

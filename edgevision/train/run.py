@@ -12,6 +12,8 @@
       metrics.json         COCO metrics of best.pt on the validation split (+ backend's own numbers)
       thresholds.json      per-class operating points (and the rule of each), escape and false-reject rates
       operating_curve.csv  the image-level trade-off on val: escapes against false rejects, with thresholds
+      data_stats.json      the val images' brightness / contrast / sharpness and detections at the operating
+                           points: the drift reference the export carries to `edgevision line`
       operating_curve.png  the same as a plot, the chosen point marked (with plots: true)
       model_card.md        what was trained on what, how well, under which licences
       backend/             the backend's own files (Ultralytics' save_dir, ...)
@@ -76,6 +78,10 @@ class RunPaths:
     @property
     def thresholds(self) -> Path:
         return self.root / "thresholds.json"
+
+    @property
+    def data_stats(self) -> Path:
+        return self.root / "data_stats.json"
 
     @property
     def operating_curve(self) -> Path:

@@ -406,6 +406,7 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
     _write_json(run.metrics, metrics)
     points.decisions = report.decisions
     points.save(run.thresholds)
+    _write_json(run.data_stats, data_stats(val, preds, points))
     thresholds = points.to_dict()
     if points.curve:
         write_tradeoff_csv(points.curve, run.operating_curve)
@@ -421,6 +422,36 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
                       thresholds=card_thresholds, environment=env, weights=weights_info)
     run.model_card.write_text(card, encoding="utf-8")
     return TrainResult(run=run, metrics=metrics, thresholds=thresholds, train=summary)
+
+
+def data_stats(val: list[ImageRecord], preds: list[ImageRecord], points: Any) -> dict[str, Any]:
+    """What ``edgevision line`` compares its images with (its drift reference): per val image, brightness,
+    contrast and sharpness (`edgevision.runtime.imagestats`), and the detections passing the operating points
+    (how many per image, their scores)."""
+    import cv2
+
+    from edgevision.runtime.imagestats import image_stats, summarize
+
+    per: dict[str, list[float]] = {"brightness": [], "contrast": [], "sharpness": []}
+    for r in val:
+        img = cv2.imread(str(r.path), cv2.IMREAD_UNCHANGED) if r.path is not None else None
+        if img is None:
+            continue
+        for k, v in image_stats(img).items():
+            per[k].append(v)
+    thr = points.classes
+    names = list(thr)
+    counts, scores = [], []
+    for p in preds:
+        sc = p.scores if p.scores is not None else np.zeros(len(p))
+        passing = [float(s) for s, c in zip(sc, p.class_ids) if s >= thr[names[int(c)]]]
+        counts.append(len(passing))
+        scores += passing
+    return {"schema": "edgevision.data-stats/1", "split": "val", "images": len(val),
+            **{k: summarize(v) for k, v in per.items()},
+            "detections_per_image": summarize(counts),
+            "images_with_detections": float(np.mean([c > 0 for c in counts])) if counts else 0.0,
+            "scores": summarize(scores)}
 
 
 def _card_inputs(report: Any, points: Any, metrics: dict[str, Any], summary: dict[str, Any]

@@ -76,6 +76,10 @@ def test_operating_points_of_a_trained_model(learned: dict[str, Path], tmp_path:
 
     det = Detector(onnx, threads=1)
     assert det.operating_rules == {n: op.rules[n]["text"] for n in op.classes}
+    stats = det.metadata.data_stats  # the line's drift reference: the val images, carried by the export
+    n_val = len(list((learned["sample"] / "images" / "val").glob("*.*")))
+    assert stats is not None and stats["brightness"]["n"] == n_val and 0 < stats["brightness"]["mean"] < 255
+    assert stats["sharpness"]["mean"] > 0 and 0 <= stats["images_with_detections"] <= 1
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     assert len(det(noise, conf=0.001)) > 50 and len(det(noise)) <= 2  # noise passes 0.001, not the operating points
 
