@@ -1,5 +1,8 @@
 """``edgevision line CONFIG.yaml``: run the line; ``edgevision line report DB``: what it decided.
 
+``line report`` reads an SQLite file (``DB``) or a PostgreSQL URL; a URL with a password never sits on the
+command line (process lists and shell histories show it): ``--db-env VAR`` or ``--db-file FILE`` give it.
+
 ``line`` (``line run``) inspects every image its sources deliver with the model's operating points, records
 each part before publishing its decision to the configured sinks, serves ``/metrics`` and ``/healthz``,
 and stops cleanly on SIGTERM / SIGINT (images already taken are inspected first). Exit code 0 after a
@@ -44,7 +47,7 @@ def run(
         http.start()
     out.print(f"line {cfg.station}: model {cfg.model.name} ({len(line.detector.names)} classes), sources "
               + ", ".join(f"{s.name} ({s.kind})" for s in line.sources)
-              + f"; sinks {', '.join(s.name for s in line.sinks) or 'none'}; record {line.store.path}"
+              + f"; sinks {', '.join(s.name for s in line.sinks) or 'none'}; record {line.store.location}"
               + (f"; {http.scheme}://{cfg.http.host}:{http.port}/metrics" if http is not None and cfg.http else ""),
               highlight=False)
     rules = line.detector.operating_rules or {}
@@ -70,7 +73,12 @@ def run(
 
 @app.command("report")
 def report(
-    db: Path = typer.Argument(..., help="The line's inspection record (record.db, an SQLite file)."),
+    db: str | None = typer.Argument(None, help="The line's inspection record: its SQLite file (record.db), or a "
+                                    "PostgreSQL URL without a password (else use --db-env / --db-file)."),
+    db_env: str | None = typer.Option(None, "--db-env", metavar="VAR", help="Read the database (a PostgreSQL URL "
+                                      "with its credentials, or a file path) from this environment variable."),
+    db_file: Path | None = typer.Option(None, "--db-file", metavar="FILE", help="Read the database URL from the "
+                                        "first line of this file."),
     since: str | None = typer.Option(None, "--since", help="From this UTC time (ISO-8601 prefix: 2026-12-07, "
                                      "2026-12-07T08)."),
     until: str | None = typer.Option(None, "--until", help="Before this UTC time."),
@@ -81,15 +89,35 @@ def report(
     cost_false_reject: float | None = typer.Option(None, "--cost-false-reject", help="Cost of one rejected good part."),
 ) -> None:
     """Parts, reject rate per class, per source and per hour, inference time, expected cost."""
-    from edgevision.core.errors import ConfigError
-    from edgevision.line.report import line_report, write_parts_csv
+    from edgevision.core.errors import ConfigError, EdgeVisionError
+    from edgevision.line.config import read_secret
+    from edgevision.line.record import RecordError, is_postgres_url, redact_url, url_has_password
 
+    if sum(x is not None for x in (db, db_env, db_file)) != 1:
+        raise ConfigError("give the record once: DB (an SQLite file), --db-env VAR or --db-file FILE")
+    if db is not None and is_postgres_url(db) and url_has_password(db):
+        raise ConfigError("DB: a database URL with a password must not be given on the command line; put it in an "
+                          "environment variable (--db-env VAR) or a file (--db-file FILE)")
+    target = db if db is not None else read_secret(db_file, db_env, "--db-file" if db_file else "--db-env")
+    assert target is not None
+    shown = redact_url(target) if is_postgres_url(target) else target
     if (cost_escape is None) != (cost_false_reject is None):
         raise ConfigError("give --cost-escape and --cost-false-reject together")
-    costs = {"escape": cost_escape, "false_reject": cost_false_reject} if cost_escape is not None else None
-    rep = line_report(db, since=since, until=until, costs=costs)  # type: ignore[arg-type]
+    costs = ({"escape": cost_escape, "false_reject": cost_false_reject}
+             if cost_escape is not None and cost_false_reject is not None else None)
+    try:
+        _report(target, shown, since, until, costs, csv_out)
+    except RecordError as e:  # the database went away during the report
+        raise EdgeVisionError(str(e)) from None
+
+
+def _report(target: str, shown: str, since: str | None, until: str | None, costs: dict[str, float] | None,
+            csv_out: Path | None) -> None:
+    from edgevision.line.report import line_report, write_parts_csv
+
+    rep = line_report(target, since=since, until=until, costs=costs)
     if not rep.parts:
-        out.print(f"{db}: no part recorded" + (f" between {since or 'the start'} and {until or 'now'}"
+        out.print(f"{shown}: no part recorded" + (f" between {since or 'the start'} and {until or 'now'}"
                                                 if since or until else ""), highlight=False)
     else:
         out.print(f"{rep.parts} part(s) from {rep.first} to {rep.last}: {rep.ok} OK, {rep.ng} NG; reject rate "
@@ -120,5 +148,5 @@ def report(
             out.print("expected cost: unknown (the model's operating points carry no measured escape / false-reject "
                       "rates with both defective and defect-free images)", highlight=False)
     if csv_out is not None:
-        n = write_parts_csv(db, csv_out, since=since, until=until)
+        n = write_parts_csv(target, csv_out, since=since, until=until)
         out.print(f"wrote {n} part(s) to {csv_out}", highlight=False)

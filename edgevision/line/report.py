@@ -22,7 +22,7 @@ import numpy as np
 
 from edgevision.core.errors import ConfigError
 from edgevision.core.stats import Rate
-from edgevision.line.record import RecordStore
+from edgevision.line.record import Store, is_postgres_url, open_store
 
 __all__ = ["LineReport", "line_report", "write_parts_csv"]
 
@@ -55,22 +55,30 @@ class LineReport:
         return d
 
 
-def line_report(db: Path | str, *, since: str | None = None, until: str | None = None,
-                costs: dict[str, float] | None = None) -> LineReport:
-    """Summarise the record ``db`` between ``since`` and ``until`` (ISO-8601 UTC prefixes, e.g. ``2026-12-07`` or
-    ``2026-12-07T08``).
-
-    Raises:
-        ConfigError: no such database.
-    """
-    path = Path(db)
+def _open(db: Path | str) -> Store:
+    if is_postgres_url(db):
+        return open_store(db)
+    path = Path(str(db).removeprefix("sqlite:///"))
     if not path.is_file():
         raise ConfigError(f"{path}: no inspection record here (the line's record.db)")
-    store = RecordStore(path)
+    return open_store(path)
+
+
+def line_report(db: Path | str, *, since: str | None = None, until: str | None = None,
+                costs: dict[str, float] | None = None) -> LineReport:
+    """Summarise the record ``db`` (an SQLite file or a PostgreSQL URL: every station's parts; with several
+    stations, ``per_source`` is keyed ``STATION/SOURCE``) between ``since`` and ``until`` (ISO-8601 UTC prefixes,
+    e.g. ``2026-12-07`` or ``2026-12-07T08``).
+
+    Raises:
+        ConfigError: no such database, or it cannot be opened.
+    """
+    store = _open(db)
     try:
         rep = LineReport()
         ms: list[float] = []
         models: Counter[str] = Counter()
+        per_source: dict[tuple[str, str], dict[str, int]] = {}
         for p in store.parts(since, until):
             rep.parts += 1
             rep.ok += p.decision == "OK"
@@ -80,7 +88,7 @@ def line_report(db: Path | str, *, since: str | None = None, until: str | None =
             rep.last = p.time
             for c in p.classes:
                 rep.per_class[c] = rep.per_class.get(c, 0) + 1
-            src = rep.per_source.setdefault(p.source, {"parts": 0, "ng": 0})
+            src = per_source.setdefault((p.station, p.source), {"parts": 0, "ng": 0})
             src["parts"] += 1
             src["ng"] += p.decision == "NG"
             hour = rep.per_hour.setdefault(p.time[:13], {"parts": 0, "ng": 0})
@@ -88,6 +96,8 @@ def line_report(db: Path | str, *, since: str | None = None, until: str | None =
             hour["ng"] += p.decision == "NG"
             ms.append(p.inference_ms)
             models[p.model_sha256] += 1
+        several = len({station for station, _ in per_source}) > 1
+        rep.per_source = {f"{st}/{src}" if several else src: v for (st, src), v in per_source.items()}
         rep.per_model = dict(models)
         if ms:
             rep.inference_ms_p50 = float(np.percentile(ms, 50))
@@ -98,7 +108,7 @@ def line_report(db: Path | str, *, since: str | None = None, until: str | None =
         store.close()
 
 
-def _cost(store: RecordStore, models: Counter[str], costs: dict[str, float] | None) -> dict[str, Any] | None:
+def _cost(store: Store, models: Counter[str], costs: dict[str, float] | None) -> dict[str, Any] | None:
     """Expected cost of the parts each model inspected, at the rates its operating points were measured with."""
     from edgevision.evaluate.operating import costs_of, expected_cost
 
@@ -126,7 +136,7 @@ def write_parts_csv(db: Path | str, out: Path | str, *, since: str | None = None
     """Every recorded part in the window as CSV (one row per part); returns the number of rows."""
     from edgevision.core.io import write_atomic
 
-    store = RecordStore(db)
+    store = _open(db)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = ["seq", "time", "station", "source", "part_id", "serial", "image", "image_sha256", "decision", "defects",
