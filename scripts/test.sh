@@ -33,7 +33,8 @@ else
   # stay together, so no part waits on the other's build of it
   FIRST=(tests/bench tests/export tests/inspect/test_inspect.py tests/quantize/test_quantize.py
          tests/quantize/test_quantize_accuracy.py tests/quantize/test_quantize_errors.py tests/serve/test_serve.py
-         tests/train/test_learnability.py)
+         tests/train/test_learnability.py tests/line/test_opcua_sink.py tests/line/test_opcua_client_sink.py
+         tests/line/test_record_postgres.py)
   MARK=()
   what="trained-model tests | the rest"
 fi

@@ -10,20 +10,25 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from edgevision.core.errors import ConfigError
 
 __all__ = [
+    "DriftConfig",
     "FolderSource",
     "HttpConfig",
     "LineConfig",
     "ModbusSinkConfig",
     "MqttSinkConfig",
+    "OPCUA_CLIENT_FIELDS",
+    "OpcUaClientSinkConfig",
     "OpcUaSinkConfig",
     "QueueConfig",
     "RecordConfig",
     "SinksConfig",
+    "TriggerConfig",
     "VideoSource",
     "load_line_config",
     "read_secret",
@@ -32,6 +37,28 @@ __all__ = [
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TriggerConfig(_Closed):
+    """Part ids from trigger messages on MQTT (`edgevision.line.triggers`; OPC UA triggers are not supported).
+
+    Attributes:
+        mqtt_host / mqtt_port: the broker; topic: subscribed with QoS 1 (may contain ``+`` / ``#``);
+        username / password_file / password_env: the broker login (the password never in the YAML).
+        max_age_s: a trigger older than this when an image arrives is discarded (counted ``stale``).
+        part_field / serial_field: the JSON keys of the part id and serial number in a message; a payload that
+            is not a JSON object is the part id as text.
+    """
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    topic: str = Field(min_length=1)
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    max_age_s: float = Field(10.0, gt=0)
+    part_field: str = Field("part_id", min_length=1)
+    serial_field: str = Field("serial", min_length=1)
 
 
 class FolderSource(_Closed):
@@ -43,10 +70,13 @@ class FolderSource(_Closed):
         after: what happens to a file once its part is recorded: ``move`` (into ``done_dir``), ``delete``, ``keep``.
         done_dir: where ``move`` puts files (default ``PATH/done``).
         stable_ms: a file counts as complete when its size and modification time have not changed for this long
-            and it can be opened (files still being written or copied are not read half-written).
+            and it can be opened (files still being written or copied are not read half-written); 0: taken at
+            first sight, only for camera software that writes to a temporary name and renames complete files in.
         poll_ms: how often the folder is listed.
         part_id_regex: a regular expression searched in the file name; its group ``part`` (else the first group)
             is the part id, its group ``serial`` the serial number. None: the file name (without extension).
+        trigger: MQTT trigger messages; a file whose part id does not come from ``part_id_regex`` (none given,
+            or no match) takes the part id and serial of the oldest trigger waiting (else its file name's).
     """
 
     type: Literal["folder"] = "folder"
@@ -58,6 +88,7 @@ class FolderSource(_Closed):
     stable_ms: int = Field(300, ge=0, le=600_000)
     poll_ms: int = Field(100, ge=5, le=60_000)
     part_id_regex: str | None = None
+    trigger: TriggerConfig | None = None
 
 
 class VideoSource(_Closed):
@@ -66,6 +97,9 @@ class VideoSource(_Closed):
     Attributes:
         url: ``rtsp://...``, ``http://...`` or a video file path.
         stride: inspect every n-th frame; reconnect_min_s / reconnect_max_s: the backoff between reconnects.
+        mode: ``stride`` (every ``stride``-th frame; a trigger waiting gives it its part id) or ``trigger`` (one
+            frame per trigger message, the first one read after it arrived; the others are read and discarded).
+        trigger: MQTT trigger messages (required with ``mode: trigger``).
     """
 
     type: Literal["video"] = "video"
@@ -75,6 +109,14 @@ class VideoSource(_Closed):
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     loop: bool = False
+    mode: Literal["stride", "trigger"] = "stride"
+    trigger: TriggerConfig | None = None
+
+    @model_validator(mode="after")
+    def _trigger_mode_needs_trigger(self) -> VideoSource:
+        if self.mode == "trigger" and self.trigger is None:
+            raise ValueError("mode trigger needs a trigger section (the MQTT broker and topic)")
+        return self
 
 
 class OpcUaSinkConfig(_Closed):
@@ -102,6 +144,70 @@ class OpcUaSinkConfig(_Closed):
     def _security_needs_keys(self) -> OpcUaSinkConfig:
         if self.security != "none" and (self.certificate is None or self.private_key is None):
             raise ValueError("security sign-encrypt needs certificate and private_key")
+        return self
+
+
+OPCUA_CLIENT_FIELDS = ("decision", "part_id", "serial", "defect_count", "defect_classes", "inference_ms", "model_name",
+                       "model_sha256", "sequence", "heartbeat", "healthy", "status")
+"""The EdgeVision fields ``sinks.opcua_client.nodes`` can map to nodes of a PLC / SCADA server."""
+
+
+class OpcUaClientSinkConfig(_Closed):
+    """EdgeVision as an OPC UA client writing each part's fields to nodes of an existing PLC / SCADA server.
+
+    Attributes:
+        endpoint: ``opc.tcp://HOST:PORT[/PATH]`` of that server (no credentials in it).
+        nodes: EdgeVision field (one of `OPCUA_CLIENT_FIELDS`; ``decision`` required) -> NodeId string, e.g.
+            ``{decision: "ns=2;s=Line1.Decision"}`` (``ns=N;s=|i=|g=|b=...`` or ``nsu=URI;...``).
+        security: ``none`` or ``sign-encrypt`` (Basic256Sha256, SignAndEncrypt; needs the client's certificate
+            and private_key).
+        username / password_file / password_env: a user session (else anonymous); timeout_s: per request.
+    """
+
+    endpoint: str
+    nodes: dict[str, Annotated[str, Field(min_length=1, max_length=4096)]]
+    security: Literal["none", "sign-encrypt"] = "none"
+    certificate: Path | None = None
+    private_key: Path | None = None
+    username: str | None = Field(None, min_length=1)
+    password_file: Path | None = None
+    password_env: str | None = None
+    timeout_s: float = Field(5.0, gt=0, le=600)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _opc_tcp(cls, v: str) -> str:
+        from urllib.parse import urlparse
+
+        try:
+            u = urlparse(v)
+            port = u.port
+        except ValueError:
+            port, u = None, None
+        if u is None or u.scheme != "opc.tcp" or not u.hostname or not port:
+            raise ValueError(f"{v[:100]!r} is not opc.tcp://HOST:PORT[/PATH] (e.g. opc.tcp://192.168.0.10:4840)")
+        if "@" in u.netloc:
+            raise ValueError("credentials must not sit in the endpoint; use username and password_file / password_env")
+        return v
+
+    @field_validator("nodes")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in v if k not in OPCUA_CLIENT_FIELDS]
+        if unknown:  # a custom error: no "Value error, " prefix, so the list of fields fits the one-line message
+            key = unknown[0] if len(unknown[0]) <= 16 else unknown[0][:15] + "~"
+            raise PydanticCustomError("unknown_node_field", "unknown '{key}'; known: {known}",
+                                      {"key": key, "known": ",".join(OPCUA_CLIENT_FIELDS)})
+        if "decision" not in v:
+            raise ValueError('map at least decision to a NodeId, e.g. decision: "ns=2;s=Line1.Decision"')
+        return v
+
+    @model_validator(mode="after")
+    def _security_needs_keys(self) -> OpcUaClientSinkConfig:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError("security sign-encrypt needs the client's certificate and private_key")
+        if (self.password_file is not None or self.password_env is not None) and not self.username:
+            raise ValueError("a password (password_file / password_env) needs a username")
         return self
 
 
@@ -148,6 +254,7 @@ class MqttSinkConfig(_Closed):
 
 class SinksConfig(_Closed):
     opcua: OpcUaSinkConfig | None = None
+    opcua_client: OpcUaClientSinkConfig | None = None
     modbus: ModbusSinkConfig | None = None
     mqtt: MqttSinkConfig | None = None
 
@@ -156,9 +263,11 @@ class RecordConfig(_Closed):
     """The inspection record: one row per part, written before its decision goes anywhere.
 
     Attributes:
-        db: an SQLite file (default ``line.db`` beside the YAML; WAL); ``postgresql://`` URLs need ``db_env`` or
-            ``db_file`` so credentials stay out of the YAML.
-        images_dir: where kept images go (default ``images/`` beside the database).
+        db: an SQLite file (default ``line.db`` beside the YAML; WAL). PostgreSQL (several boxes, one database;
+            parts and queued messages scoped per station): its ``postgresql://`` URL in ``db_env`` (a variable)
+            or ``db_file`` (a file), so credentials stay out of the YAML.
+        images_dir: where kept images go (default ``images/`` beside the SQLite database; required with
+            PostgreSQL).
         keep_rejects: keep the image of every rejected part; keep_accepted: the fraction of accepted parts kept.
         retention_days / retention_gb: kept images older than this, or beyond this much disk, are removed.
     """
@@ -181,6 +290,24 @@ class QueueConfig(_Closed):
     when_full: Literal["block", "drop_oldest"] = "block"
 
 
+class DriftConfig(_Closed):
+    """The drift watch (`edgevision.line.drift`).
+
+    Attributes:
+        enabled: watch or not; window: the last parts compared with the reference; warmup: parts taken as the
+        reference when the model carries no training-data statistics; threshold: the shift of an image
+        statistic's window mean, in reference standard deviations, that raises an alarm; rate_threshold: the
+        change in the share of parts with a detection that raises one; min_parts: parts before judging.
+    """
+
+    enabled: bool = True
+    window: Annotated[int, Field(ge=10, le=100_000)] = 200
+    warmup: Annotated[int, Field(ge=10, le=100_000)] = 200
+    threshold: Annotated[float, Field(gt=0)] = 1.0
+    rate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.15
+    min_parts: Annotated[int, Field(ge=1)] = 50
+
+
 class HttpConfig(_Closed):
     """``/metrics`` (Prometheus) and ``/healthz``; TLS when certificate and key are given."""
 
@@ -198,7 +325,8 @@ class LineConfig(_Closed):
         station: the station's name (in every record, topic and node).
         threads / providers: onnxruntime settings.
         sources: one or more `FolderSource` / `VideoSource`.
-        sinks: where decisions go; record: the inspection record; queue: back-pressure; http: metrics / health.
+        sinks: where decisions go; record: the inspection record; queue: back-pressure; http: metrics / health;
+        drift: the drift watch.
         costs: ``{escape, false_reject}`` per part, for ``edgevision line report``.
     """
 
@@ -206,11 +334,12 @@ class LineConfig(_Closed):
     station: str = Field("station-1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     threads: int | None = Field(None, ge=1)
     providers: str | None = None
-    sources: list[FolderSource | VideoSource] = Field(min_length=1)
+    sources: list[Annotated[FolderSource | VideoSource, Field(discriminator="type")]] = Field(min_length=1)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     record: RecordConfig = Field(default_factory=lambda: RecordConfig())
     queue: QueueConfig = Field(default_factory=lambda: QueueConfig())
     http: HttpConfig | None = None
+    drift: DriftConfig = Field(default_factory=lambda: DriftConfig())
     costs: dict[Literal["escape", "false_reject"], float] | None = None
 
 
@@ -236,6 +365,8 @@ def load_line_config(path: Path | str) -> LineConfig:
         if isinstance(s, FolderSource):
             s.path = _resolve(base, s.path)  # type: ignore[assignment]
             s.done_dir = _resolve(base, s.done_dir) or s.path / "done"
+        if s.trigger is not None:
+            s.trigger.password_file = _resolve(base, s.trigger.password_file)
     r = cfg.record
     if r.db is None and r.db_env is None and r.db_file is None:
         r.db = str(base / "line.db")
@@ -245,7 +376,7 @@ def load_line_config(path: Path | str) -> LineConfig:
         raise ConfigError(f"{path}: record.db: a database URL with credentials must not sit in the YAML; put it in "
                           "a file (record.db_file) or an environment variable (record.db_env)")
     r.images_dir = _resolve(base, r.images_dir)
-    for sink in (cfg.sinks.opcua, cfg.sinks.mqtt):
+    for sink in (cfg.sinks.opcua, cfg.sinks.opcua_client, cfg.sinks.mqtt):
         if sink is None:
             continue
         for key in ("certificate", "private_key", "users_file", "password_file", "tls_ca", "tls_cert", "tls_key"):

@@ -4,7 +4,8 @@ not), on ``http.host:port``; TLS (HTTPS) when ``http.certificate`` and ``http.pr
 Metrics: ``edgevision_line_parts_total{decision}``, ``edgevision_line_unreadable_total``,
 ``edgevision_line_dropped_total``, ``edgevision_line_queue``, ``edgevision_line_inference_ms`` (last),
 ``edgevision_line_healthy``, ``edgevision_line_source_up{source}``, ``edgevision_line_sink_up{sink}``,
-``edgevision_line_sink_pending{sink}``, ``edgevision_line_sink_failed_total{sink}``.
+``edgevision_line_sink_pending{sink}``, ``edgevision_line_sink_failed_total{sink}``,
+``edgevision_line_drift_alarm``, ``edgevision_line_drift_shift{stat}`` (see `edgevision.line.drift`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def _metrics_text(status: dict[str, Any]) -> bytes:
             yield sup
             yield pend
             yield fail
+            drift = status.get("drift")
+            if drift is not None:
+                yield GaugeMetricFamily("edgevision_line_drift_alarm", "1 while an incoming-image statistic has "
+                                        "drifted from the reference.", value=1 if drift["alarm"] else 0)
+                eff = GaugeMetricFamily("edgevision_line_drift_shift", "Shift of each statistic's window mean "
+                                        "from the reference (images, scores: in reference standard deviations; "
+                                        "images_with_detections: absolute).", labels=["stat"])
+                for stat, v in drift["effects"].items():
+                    eff.add_metric([stat], v)
+                yield eff
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())  # type: ignore[arg-type]

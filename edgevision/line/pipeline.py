@@ -7,6 +7,9 @@ messages of the durable sinks) -> every sink's ``publish`` (non-blocking) -> the
 reject, a sample of accepted parts) -> the source's ``after`` policy. A crash anywhere loses no recorded
 part and inspects no file twice (see `edgevision.line.record`, `edgevision.line.sources`).
 
+Sources with a ``trigger`` section get an `edgevision.line.triggers.MqttTriggers` (started with the sinks,
+closed at the end; its status under the source's in `Line.status`).
+
 Back-pressure (`QueueConfig`): ``block`` makes a source wait (a hot folder just leaves files where they are);
 ``drop_oldest`` drops the oldest waiting image, counts it and logs an alarm.
 """
@@ -25,13 +28,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.line.config import LineConfig
-from edgevision.line.record import Outbox, RecordStore
+from edgevision.line.drift import DriftWatch
+from edgevision.line.record import is_postgres_url, open_outbox, open_store
 from edgevision.line.sinks.base import PartDecision, Sink
 from edgevision.line.sources import HotFolder, Item, VideoStream, make_source
+
+if TYPE_CHECKING:
+    from edgevision.line.triggers import MqttTriggers
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +85,18 @@ class Line:
         self.sources = [make_source(s, i) for i, s in enumerate(cfg.sources)]
         for s in self.sources:
             s.check()
-        db = self._db_path()
-        self.store = RecordStore(db)
+        self.triggers: list[MqttTriggers] = []
+        for s in self.sources:
+            if s.cfg.trigger is not None:
+                from edgevision.line.triggers import MqttTriggers
+
+                s.triggers = MqttTriggers(s.cfg.trigger, s.name, station=cfg.station)
+                self.triggers.append(s.triggers)
+        db = self._db_target()
+        if isinstance(db, str) and cfg.record.images_dir is None:
+            raise ConfigError("record.images_dir: give the folder kept images go to (a PostgreSQL record has no "
+                              "database file to keep them beside)")
+        self.store = open_store(db, station=cfg.station)
         self.store.set_meta(f"model:{self.model_sha256}", json.dumps({
             "file": Path(cfg.model).name, "thresholds": self.detector.metadata.thresholds,
             "names": self.detector.names}))
@@ -89,20 +106,25 @@ class Line:
         self.stats = LineStats()
         self._rng = random.Random(0)
         self._lock = threading.Lock()
-        self.images_dir = Path(cfg.record.images_dir) if cfg.record.images_dir else db.parent / "images"
+        self.images_dir = Path(cfg.record.images_dir) if cfg.record.images_dir else Path(db).parent / "images"
+        d = cfg.drift
+        self.drift = DriftWatch(self.detector.metadata.data_stats, window=d.window, warmup=d.warmup,
+                                threshold=d.threshold, rate_threshold=d.rate_threshold,
+                                min_parts=d.min_parts) if d.enabled else None
         self.record_error: str | None = None
 
-    def _db_path(self) -> Path:
+    def _db_target(self) -> Path | str:
+        """The record: an SQLite file's path, or a PostgreSQL URL (from ``db``, ``db_file`` or ``db_env``)."""
         from edgevision.line.config import read_secret
 
         r = self.cfg.record
         url = r.db if r.db is not None else read_secret(r.db_file, r.db_env, "record.db")
         assert url is not None
-        if url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError("record.db: PostgreSQL is not supported by this version yet; use an SQLite file path")
+        if is_postgres_url(url):
+            return url
         return Path(url.removeprefix("sqlite:///"))
 
-    def _make_sinks(self, db: Path) -> list[Sink]:
+    def _make_sinks(self, db: Path | str) -> list[Sink]:
         sinks: list[Sink] = []
         s = self.cfg.sinks
         model = Path(self.cfg.model).name
@@ -110,6 +132,10 @@ class Line:
             from edgevision.line.sinks.opcua import OpcUaServerSink
 
             sinks.append(OpcUaServerSink(s.opcua, self.cfg.station, model, self.model_sha256))
+        if s.opcua_client is not None:
+            from edgevision.line.sinks.opcua_client import OpcUaClientSink
+
+            sinks.append(OpcUaClientSink(s.opcua_client, self.cfg.station, model, self.model_sha256))
         if s.modbus is not None:
             from edgevision.line.sinks.modbus import ModbusSink
 
@@ -117,7 +143,7 @@ class Line:
         if s.mqtt is not None:
             from edgevision.line.sinks.mqtt import MqttSink
 
-            sinks.append(MqttSink(s.mqtt, self.cfg.station, Outbox(db, "mqtt")))
+            sinks.append(MqttSink(s.mqtt, self.cfg.station, open_outbox(db, "mqtt", station=self.cfg.station)))
         return sinks
 
     # ------------------------------------------------------------------ sources -> queue
@@ -147,7 +173,23 @@ class Line:
                 old.finish(False)
 
     def _seen(self, key: str) -> bool:
-        return self.store.seen(key) is not None
+        """Whether ``key``'s part is recorded; while the record cannot be read, the calling source waits (a file
+        is neither inspected twice nor finished unrecorded)."""
+        failing = False
+        while True:
+            try:
+                found = self.store.seen(key) is not None
+            except (sqlite3.Error, OSError) as e:  # RecordError included: the database is down
+                if not failing:
+                    log.error("cannot read the record (%s); the source waits, retrying every second", e)
+                    failing = True
+                self.record_error = f"cannot read the record: {e}"
+                if self._stop.wait(1.0):
+                    return False  # stopping: the file is not handed on (put is not called once stop is set)
+                continue
+            if failing and self.record_error is not None and self.record_error.startswith("cannot read the record"):
+                self.record_error = None
+            return found
 
     # ------------------------------------------------------------------ one part
 
@@ -162,6 +204,8 @@ class Line:
         try:
             image = item.image if item.image is not None else decode_image_bytes(item.data or b"", item.name)
             det = self.detector(image)
+            if self.drift is not None:
+                self.drift.observe(image, [float(v) for v in det.scores.tolist()])
             for box, score, cid in zip(det.xyxy.tolist(), det.scores.tolist(), det.class_ids.tolist()):
                 name = self.detector.names[int(cid)]
                 detections.append({"class": name, "score": round(float(score), 6),
@@ -226,6 +270,10 @@ class Line:
         down = [f"{s.name}: {s.status().detail}" for s in self.sources if s.status().state == "down"]
         if self.record_error:
             down.append(f"record: {self.record_error}")
+        if self.drift is not None:
+            drift = self.drift.status()
+            if drift["alarm"]:
+                down.append(drift["detail"])
         return (not down, "; ".join(down) or "all sources up")
 
     def prune_images(self) -> int:
@@ -267,8 +315,11 @@ class Line:
         with self._lock:
             stats = self.stats.to_dict()
         return {"station": self.cfg.station, "healthy": ok, "detail": detail, "stats": stats,
-                "queue": self.queue.qsize(), "sources": [s.status().to_dict() for s in self.sources],
-                "sinks": [s.status().to_dict() for s in self.sinks]}
+                "queue": self.queue.qsize(),
+                "sources": [{**s.status().to_dict(), **({"trigger": s.triggers.status()} if s.triggers else {})}
+                            for s in self.sources],
+                "sinks": [s.status().to_dict() for s in self.sinks],
+                "drift": None if self.drift is None else self.drift.status()}
 
     def run(self, stop: threading.Event, *, on_part: Callable[[PartDecision], None] | None = None,
             until_idle: bool = False) -> None:
@@ -280,6 +331,8 @@ class Line:
             for sink in self.sinks:
                 sink.start()
                 started.append(sink)
+            for trig in self.triggers:
+                trig.start()
             threads = [threading.Thread(target=s.run, args=(self._put, stop, self._seen), name=f"source-{s.name}",
                                         daemon=True) for s in self.sources]
             for t in threads:
@@ -300,7 +353,7 @@ class Line:
                 while not stop.is_set():
                     try:
                         part = self.inspect(item)
-                    except (sqlite3.Error, OSError) as e:  # a full disk, a broken database: say so and retry
+                    except (sqlite3.Error, OSError) as e:  # a full disk, a database down (RecordError): say so, retry
                         if self.record_error is None:
                             log.error("cannot record %s (%s); inspection paused, retrying every second", item.name, e)
                         self.record_error = f"cannot record parts: {e}"
@@ -322,6 +375,11 @@ class Line:
                     break
         finally:
             stop.set()
+            for trig in self.triggers:
+                try:
+                    trig.close()
+                except Exception as e:
+                    log.error("triggers of %s: close failed (%s)", trig.source, e)
             for sink in started:
                 try:
                     sink.close()

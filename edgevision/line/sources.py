@@ -4,7 +4,8 @@
 complete: it has been seen twice with the same size and modification time, at least ``stable_ms`` apart,
 and its modification time is at least ``stable_ms`` old, so a file still being written, or copied over a
 slow share, is never read half-written; a file renamed in whole (the usual atomic hand-over) is taken
-after one ``stable_ms``. Hidden files, ``*.tmp``, ``*.part``, ``*.partial``, ``*~`` and names not matching
+after one ``stable_ms`` (``stable_ms: 0`` takes files at first sight: only for writers that rename complete
+files in). Hidden files, ``*.tmp``, ``*.part``, ``*.partial``, ``*~`` and names not matching
 ``patterns`` are ignored. Files are taken in arrival order (modification time, then name). Each file has
 an ``image_key`` (source, name, size, modification time): the line records it with the part, so a file is
 inspected once even if the process dies before moving it away; after its part is recorded the file is
@@ -14,6 +15,12 @@ listed once and taken in order.
 **Video stream.** RTSP, HTTP or a file through OpenCV's FFmpeg backend; every ``stride``-th frame is
 inspected; when the stream drops, it is reopened with exponential backoff (``reconnect_min_s`` doubling to
 ``reconnect_max_s``) and the source reports ``down`` with the reason meanwhile.
+
+**Triggers.** A source with a ``trigger`` section has ``triggers`` (`edgevision.line.triggers.MqttTriggers`,
+set by the line): a folder file whose part id does not come from ``part_id_regex`` (none given, or no match)
+takes the oldest waiting trigger's part id and serial; a video stream in ``mode: trigger`` inspects one frame
+per trigger (the first read after it arrived; ``stride`` does not apply) and reads and discards the others,
+in ``mode: stride`` an inspected frame takes a waiting trigger's part id.
 
 Both produce `Item`s; `Source.status()` says ``up`` / ``down`` / ``finished`` and why.
 """
@@ -32,13 +39,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edgevision.core.errors import ConfigError
 from edgevision.line.config import FolderSource, VideoSource
+
+if TYPE_CHECKING:
+    from edgevision.line.triggers import MqttTriggers
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +133,7 @@ class HotFolder:
         self._finished: set[str] = set()  # keys finished with after=keep
         self._lock = threading.Lock()
         self.state = SourceStatus(name, self.kind)
+        self.triggers: MqttTriggers | None = None  # set by the line when the source has a trigger section
 
     def check(self) -> None:
         """Raises ConfigError when the folder is missing or the done folder cannot be made."""
@@ -171,6 +182,9 @@ class HotFolder:
                     continue
             sig = (st.st_size, st.st_mtime_ns)
             prev = self._seen.get(name)
+            if stable_ns == 0 and st.st_size:  # the writer renames complete files in: take them at first sight
+                ready.append((st.st_mtime_ns, name, st.st_size))
+                continue
             if prev is None or prev[:2] != sig:
                 self._seen[name] = (*sig, now_mono)
                 continue
@@ -197,6 +211,8 @@ class HotFolder:
             if len(data) != size:
                 continue  # changed under us: wait for it to settle again
             part, serial = part_id_from_name(name, self.pattern)
+            if self.triggers is not None and (self.pattern is None or part is None):
+                part, serial = self.triggers.take() or (part, serial)
             with self._lock:
                 self._taken.add(name)
             self.state.taken += 1
@@ -255,14 +271,25 @@ class HotFolder:
 
     def run(self, put: Callable[[Item], bool], stop: threading.Event,
             seen_before: Callable[[str], bool] = lambda key: False) -> None:
-        """Poll until ``stop``; each item goes to ``put`` (which may block: back-pressure)."""
-        while not stop.is_set():
-            for item in self.poll(seen_before):
-                if stop.is_set() or not put(item):
-                    with self._lock:
-                        self._taken.discard(item.name)
-                    continue
-            stop.wait(self.cfg.poll_ms / 1000)
+        """Poll until ``stop``; each item goes to ``put`` (which may block: back-pressure). Between polls the
+        folder is watched (`edgevision.line.inotify.FolderWake`): a file renamed in is polled at once."""
+        from edgevision.line.inotify import FolderWake
+
+        wake = FolderWake(self.path)
+        interval = self.cfg.poll_ms / 1000
+        next_poll, woken = 0.0, False
+        try:
+            while not stop.is_set():
+                if woken or time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + interval
+                    for item in self.poll(seen_before):
+                        if stop.is_set() or not put(item):
+                            with self._lock:
+                                self._taken.discard(item.name)
+                            continue
+                woken = wake.wait(min(max(next_poll - time.monotonic(), 0.0), 0.25))
+        finally:
+            wake.close()
 
 
 class VideoStream:
@@ -273,6 +300,7 @@ class VideoStream:
     def __init__(self, cfg: VideoSource, name: str) -> None:
         self.cfg, self.name = cfg, name
         self.state = SourceStatus(name, self.kind)
+        self.triggers: MqttTriggers | None = None  # set by the line when the source has a trigger section
 
     def check(self) -> None:
         if "://" not in self.cfg.url and not Path(self.cfg.url).is_file():
@@ -306,11 +334,19 @@ class VideoStream:
                     if not ok:
                         break
                     frame_no += 1
-                    if (frame_no - 1) % self.cfg.stride:
+                    trigger = None
+                    if self.cfg.mode == "trigger":
+                        if self.triggers is None or (trigger := self.triggers.take()) is None:
+                            continue  # no part in front of the camera: read (the stream stays live), discard
+                    elif (frame_no - 1) % self.cfg.stride:
                         continue
+                    elif self.triggers is not None:
+                        trigger = self.triggers.take()
+                    part, serial = trigger or (None, None)
                     index += 1
                     self.state.taken += 1
-                    put(Item(self.name, f"{self.name}#{index:06d}", image=np.asarray(frame, dtype=np.uint8)))
+                    put(Item(self.name, f"{self.name}#{index:06d}", image=np.asarray(frame, dtype=np.uint8),
+                             part_id=part, serial=serial))
             finally:
                 cap.release()
             if is_file and not self.cfg.loop:

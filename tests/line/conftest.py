@@ -248,3 +248,21 @@ def mqtt_subscriber() -> Iterator[Callable[..., MqttCollector]]:
     finally:
         for collector in made:
             collector.close()
+
+
+def make_opcua_cert(folder: Path, stem: str, uri: str) -> tuple[Path, Path]:
+    """A self-signed OPC UA application certificate (SubjectAltName URI ``uri``) and its key, as PEM files."""
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, f"EdgeVision test {stem}", {}, [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname())],
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(Encoding.PEM))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path

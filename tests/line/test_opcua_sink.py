@@ -23,6 +23,7 @@ from edgevision.core.errors import ConfigError  # noqa: E402
 from edgevision.line.config import OpcUaSinkConfig  # noqa: E402
 from edgevision.line.sinks.base import PartDecision  # noqa: E402
 from edgevision.line.sinks.opcua import OpcUaServerSink, _part_values, _read_users  # noqa: E402
+from tests.line.conftest import make_opcua_cert
 
 STATION = "st-1"
 NS = "urn:edgevision:line:test"
@@ -230,27 +231,10 @@ def test_users_file_right_password_only(sinks: list[OpcUaServerSink], tmp_path: 
     assert len(refused) == 3 and "s3cr" not in " ".join(refused)
 
 
-def _make_cert(tmp_path: Path, stem: str, uri: str) -> tuple[Path, Path]:
-    from asyncua.crypto import cert_gen
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    key = cert_gen.generate_private_key()
-    cert = cert_gen.generate_self_signed_app_certificate(
-        key, f"EdgeVision test {stem}", {}, [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname())],
-        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
-    cert_path, key_path = tmp_path / f"{stem}.pem", tmp_path / f"{stem}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(Encoding.PEM))
-    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_sign_encrypt(sinks: list[OpcUaServerSink], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server_uri, client_uri = "urn:edgevision:test:server", "urn:edgevision:test:client"
-    cert, key = _make_cert(tmp_path, "server", server_uri)
-    client_cert, client_key = _make_cert(tmp_path, "client", client_uri)
+    cert, key = make_opcua_cert(tmp_path, "server", server_uri)
+    client_cert, client_key = make_opcua_cert(tmp_path, "client", client_uri)
     users = tmp_path / "users.txt"
     users.write_text("alice:pw\n", encoding="utf-8")
     users.chmod(0o600)
@@ -352,8 +336,8 @@ def test_users_file_parsing(tmp_path: Path) -> None:
 
 
 def test_bad_certificate_or_key_is_config_error(tmp_path: Path) -> None:
-    cert, key = _make_cert(tmp_path, "a", "urn:a")
-    _, other_key = _make_cert(tmp_path, "b", "urn:b")
+    cert, key = make_opcua_cert(tmp_path, "a", "urn:a")
+    _, other_key = make_opcua_cert(tmp_path, "b", "urn:b")
     for c, k, want in [(cert, other_key, "does not belong"), (key, key, "not an X.509"),
                        (cert, cert, "not a private key"), (tmp_path / "none.pem", key, "cannot read")]:
         cfg = OpcUaSinkConfig(endpoint=_url(_free_port()), security="sign-encrypt", certificate=c, private_key=k)

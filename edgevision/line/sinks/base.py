@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["PartDecision", "Sink", "SinkStatus"]
+__all__ = ["LatestSlot", "PartDecision", "Sink", "SinkStatus"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,45 @@ class SinkStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class LatestSlot:
+    """The one-part mailbox of a state sink (Modbus, OPC UA client): a PLC wants the current part, not a
+    backlog, so a newer part replaces one not yet written, and the replaced one counts as failed in ``status``.
+    Not locked itself: the sink calls it under its own lock."""
+
+    def __init__(self, status: SinkStatus) -> None:
+        self.status = status
+        self.part: PartDecision | None = None
+
+    def put(self, decision: PartDecision) -> None:
+        if self.part is not None:
+            self.status.failed += 1
+        self.part = decision
+        self.status.pending = 1
+
+    def take(self) -> PartDecision | None:
+        part, self.part = self.part, None
+        return part
+
+    def put_back(self, decision: PartDecision) -> None:
+        """A part whose write failed returns, unless a newer one arrived meanwhile (then it counts as failed)."""
+        if self.part is None:
+            self.part = decision
+        else:
+            self.status.failed += 1
+        self.status.pending = 1
+
+    def delivered(self) -> None:
+        self.status.sent += 1
+        self.status.pending = 0 if self.part is None else 1
+
+    def drop(self) -> None:
+        """Closing: a part still waiting is not delivered."""
+        if self.part is not None:
+            self.status.failed += 1
+            self.part = None
+        self.status.pending = 0
 
 
 class Sink(Protocol):

@@ -36,7 +36,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edgevision.line.config import ModbusSinkConfig
-from edgevision.line.sinks.base import PartDecision, SinkStatus
+from edgevision.line.sinks.base import LatestSlot, PartDecision, SinkStatus
 
 __all__ = ["ModbusSink"]
 
@@ -120,10 +120,10 @@ class ModbusSink:
         self._thread: threading.Thread | None = None
         self._closed = False
         # Mailbox and counters, guarded by _lock.
-        self._latest: PartDecision | None = None
         self._heartbeat = 0
         self._heartbeat_dirty = False
         self._status = SinkStatus(name=self.name)
+        self._slot = LatestSlot(self._status)
         # Owned by the thread only.
         self._client: _TcpClient | None = None
 
@@ -149,10 +149,7 @@ class ModbusSink:
             if self._closed:
                 self._status.failed += 1
                 return
-            if self._latest is not None:
-                self._status.failed += 1
-            self._latest = decision
-            self._status.pending = 1
+            self._slot.put(decision)
         self._wake.set()
 
     def heartbeat(self, healthy: bool, detail: str = "") -> None:
@@ -192,10 +189,7 @@ class ModbusSink:
                             "still waiting)", timeout, self._peer)
                 return
         with self._lock:
-            if self._latest is not None:
-                self._status.failed += 1
-                self._latest = None
-            self._status.pending = 0
+            self._slot.drop()
             self._set_state("down", "closed")
 
     # ------------------------------------------------------------------ the writer thread
@@ -209,10 +203,7 @@ class ModbusSink:
         """A decision whose write failed goes back to the mailbox, unless a newer one arrived meanwhile (then
         it is counted as not delivered). One left there when the thread ends is counted by `close`."""
         with self._lock:
-            if self._latest is None:
-                self._latest = decision
-            else:
-                self._status.failed += 1
+            self._slot.put_back(decision)
 
     def _down(self, error: str) -> None:
         self._disconnect()
@@ -289,15 +280,14 @@ class ModbusSink:
                         log.info("modbus sink: PLC %s is up", self._peer)
                     self._wake.clear()
                     with self._lock:
-                        decision, self._latest = self._latest, None
+                        decision = self._slot.take()
                         beat = self._heartbeat
                         beat_due = self._heartbeat_dirty
                         self._heartbeat_dirty = False
                     if decision is not None:
                         self._write_decision(decision, beat)
                         with self._lock:
-                            self._status.sent += 1
-                            self._status.pending = 0 if self._latest is None else 1
+                            self._slot.delivered()
                         continue
                     if beat_due:
                         self._write_heartbeat(beat)
