@@ -16,15 +16,22 @@ Forked children get the default actions back.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
+import itertools
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
+from typing import TypeVar
 
 from edgevision.core.errors import Interrupted
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 HANDLED_SIGNALS: tuple[int, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -122,3 +129,32 @@ def interruption(exc: BaseException | None) -> Interrupted | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def map_interruptibly(pool: concurrent.futures.Executor, fn: Callable[[_A], _R], items: Iterable[_A], *,
+                      window: int = 64) -> Iterator[_R]:
+    """``pool.map(fn, items)``, in order, safe to interrupt with SIGINT / SIGTERM / SIGHUP.
+
+    `Interrupted` raised by the signal handler in the middle of `concurrent.futures`' waiting (inside a
+    `threading.Condition`) can leave its lock half released and hang the executor's shutdown that follows. Here
+    the main thread waits in 0.1 s slices with signals deferred (`signals_deferred`), so the signal is raised
+    between slices; at most ``window`` items are submitted ahead, and those not started are cancelled when the
+    generator ends early.
+    """
+    it = iter(items)
+    pending: collections.deque[concurrent.futures.Future[_R]] = collections.deque(
+        pool.submit(fn, x) for x in itertools.islice(it, window))
+    try:
+        while pending:
+            f = pending[0]
+            while True:
+                with signals_deferred():
+                    done, _ = concurrent.futures.wait([f], timeout=0.1)
+                if done:
+                    break
+            pending.popleft()
+            pending.extend(pool.submit(fn, x) for x in itertools.islice(it, 1))
+            yield f.result()
+    finally:
+        for f in pending:
+            f.cancel()

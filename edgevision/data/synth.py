@@ -61,6 +61,7 @@ from numpy.typing import ArrayLike, NDArray
 from edgevision.core.cpu import usable_cores
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap, ObjectList
 from edgevision.core.errors import ConfigError, EdgeVisionError, UnknownNameError
+from edgevision.core.signals import map_interruptibly, signals_deferred
 
 log = logging.getLogger(__name__)
 
@@ -307,9 +308,10 @@ def _in_threads(config: SynthConfig, work: Callable[[int], _T]) -> Iterator[_T]:
     with _cv2_single_thread():
         pool = concurrent.futures.ThreadPoolExecutor(workers, "synth")
         try:
-            yield from pool.map(work, range(config.n))
-        finally:  # on an error (a full disk), do not render the rest
-            pool.shutdown(wait=True, cancel_futures=True)
+            yield from map_interruptibly(pool, work, range(config.n), window=4 * workers)
+        finally:  # on an error (a full disk) or a signal, do not render the rest
+            with signals_deferred():
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _dataset(records: list[ImageRecord], config: SynthConfig, root: Path | None) -> Dataset:

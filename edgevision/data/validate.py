@@ -75,6 +75,7 @@ from edgevision.core.dataset import SPLITS, Dataset, ImageRecord
 from edgevision.core.errors import ConfigError, EdgeVisionError, short_text
 from edgevision.core.geometry import Polygon, Polyline, Shape, clip_polygon_to_window
 from edgevision.core.report import Finding, Severity
+from edgevision.core.signals import map_interruptibly
 from edgevision.data.imagehash import DEFAULT_THRESHOLD, near_duplicate_pairs, phash
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,8 @@ def inspect_images(records: list[ImageRecord], workers: int = 0,
     threads = workers or min(8, usable_cores())
     with ThreadPoolExecutor(max_workers=threads) as pool:
         out = []
-        for k, facts in enumerate(pool.map(inspect_image, [r.path for r in records]), 1):
+        for k, facts in enumerate(map_interruptibly(pool, inspect_image, [r.path for r in records],
+                                                    window=4 * threads), 1):
             out.append(facts)
             if progress is not None:
                 progress(k, n)
