@@ -182,15 +182,17 @@ def test_kill_9_loses_no_recorded_part_and_inspects_no_file_twice(model: Path, t
     try:
         for kill in range(3):
             p = subprocess.Popen([sys.executable, "-m", "edgevision", "line", str(cfg)], env=env, cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            before = len(rows(tmp_path / "line.db"))
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # wait until this process has recorded something
-                time.sleep(0.05)
-                if len(rows(tmp_path / "line.db")) > before + 2 + kill:
-                    break
-            p.send_signal(signal.SIGKILL)
-            p.wait(timeout=30)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                before = len(rows(tmp_path / "line.db"))
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:  # wait until this process has recorded something
+                    time.sleep(0.05)
+                    if len(rows(tmp_path / "line.db")) > before + 2 + kill:
+                        break
+            finally:  # SIGKILL, also when the wait above fails: no line process outlives the test
+                p.send_signal(signal.SIGKILL)
+                p.wait(timeout=30)
     finally:
         t.join(timeout=30)
     r = run_cli("line", cfg, "--until-idle", timeout=120)
@@ -374,3 +376,57 @@ def test_shipped_line_configs_are_valid(name: str, tmp_path: Path) -> None:
     doc = yaml.safe_load((REPO / "configs" / "line" / name).read_text())
     cfg = LineConfig(**doc)
     assert cfg.sources and (cfg.sinks.mqtt is not None)
+
+
+@pytest.mark.slow
+def test_a_thousand_files_waiting_at_start_up_are_each_inspected_once_in_arrival_order(model: Path,
+                                                                                       tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, model, record={"keep_rejects": False})
+    data = cv2.imencode(".png", part_image(True))[1].tobytes()
+    base = time.time() - 3600
+    n = 1000
+    for i in range(n):  # written in reverse name order: arrival (mtime) order is what counts
+        path = tmp_path / "in" / f"part_{n - 1 - i:05d}.png"
+        path.write_bytes(data)
+        os.utime(path, (base + i, base + i))
+    r = run_cli("line", cfg, "--until-idle", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = [g[1] for g in rows(tmp_path / "line.db")]
+    assert got == [f"part_{n - 1 - i:05d}.png" for i in range(n)]
+    assert not list((tmp_path / "in").glob("*.png")) and len(list((tmp_path / "in" / "done").iterdir())) == n
+
+
+def test_a_camera_that_is_gone_is_a_status_and_is_reopened_with_backoff(model: Path, tmp_path: Path) -> None:
+    from edgevision.line.pipeline import Line
+
+    video = tmp_path / "cam.avi"
+    video.write_bytes(b"")  # the camera gives nothing OpenCV can open yet
+    cfg = write_config(tmp_path, model)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["sources"] = [{"type": "video", "name": "cam", "url": str(video), "reconnect_min_s": 0.1,
+                       "reconnect_max_s": 0.4}]
+    cfg.write_text(yaml.safe_dump(doc))
+    line = Line(load_line_config(cfg), sinks=[])
+    stop = threading.Event()
+    runner = threading.Thread(target=line.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and line.status()["sources"][0]["state"] != "down":
+            time.sleep(0.05)
+        src = line.status()["sources"][0]
+        assert src["state"] == "down" and "cannot open" in src["detail"] and "retrying in" in src["detail"]
+        healthy, detail = line.healthy()
+        assert not healthy and "cam: cannot open" in detail
+        vw = cv2.VideoWriter(str(tmp_path / "tmp.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+        for _ in range(3):
+            vw.write(part_image(True))
+        vw.release()
+        os.replace(tmp_path / "tmp.avi", video)  # the camera is back
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and line.status()["stats"]["parts"] < 3:
+            time.sleep(0.05)
+        assert line.status()["stats"]["parts"] == 3
+    finally:
+        stop.set()
+        runner.join(timeout=30)
