@@ -52,7 +52,7 @@ def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
 def describe_validation_error(e: ValidationError, model: type[BaseModel], what: str) -> str:
     """One line for the first validation error, with a did-you-mean for an unknown key."""
     first = e.errors()[0]
-    loc = short_text(".".join(str(x) for x in first["loc"]), 100)
+    loc = short_text(".".join(str(x) for x in _walk(model, first["loc"])[1]), 100)
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
         fields = _fields_at(model, first["loc"][:-1])
@@ -76,21 +76,43 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return out
 
 
-def _fields_at(model: type[BaseModel], loc: Any) -> list[str]:
-    """The field names of the (nested) model at ``loc`` (a validation error's location without its last part):
-    list indexes and union tags are skipped; several candidate models give the union of their fields."""
+def _tagged(model: type[BaseModel], tag: str) -> bool:
+    """Whether ``model`` is the member a union tag names: its ``type`` / ``protocol`` field is that literal."""
+    import typing
+
+    for key in ("type", "protocol"):
+        f = model.model_fields.get(key)
+        if f is not None and (f.default == tag or tag in typing.get_args(f.annotation)):
+            return True
+    return False
+
+
+def _walk(model: type[BaseModel], loc: Any) -> tuple[list[type[BaseModel]], list[Any]]:
+    """The candidate models at ``loc`` (a validation error's location) and ``loc`` without the union tags pydantic
+    puts in it (``sources.0.folder.trigger`` is ``sources.0.trigger`` in the user's file). List indexes and dict
+    keys are kept; several candidate models remain where the location does not say which one."""
     models: list[type[BaseModel]] = [model]
+    shown: list[Any] = []
     for part in loc:
         if not isinstance(part, str):
-            continue  # a list index
-        nxt: list[type[BaseModel]] = []
-        for m in models:
-            if part in m.model_fields:
-                nxt += _models_in(m.model_fields[part].annotation)
-        tagged = [m for m in models if part not in m.model_fields]
-        if not nxt and tagged:  # a discriminated union's tag (e.g. 'folder'): keep the member it names
-            nxt = [m for m in models if getattr(m.model_fields.get("type"), "default", None) == part] or models
-        models = nxt or models
+            shown.append(part)  # a list index
+            continue
+        nxt = [n for m in models if part in m.model_fields for n in _models_in(m.model_fields[part].annotation)]
+        if nxt:
+            models = nxt
+            shown.append(part)
+            continue
+        tagged = [m for m in models if _tagged(m, part)]
+        if tagged:  # a discriminated union's tag (e.g. 'folder'): keep the member it names, not shown
+            models = tagged
+            continue
+        shown.append(part)  # a dict key, or a field holding no model
+    return models, shown
+
+
+def _fields_at(model: type[BaseModel], loc: Any) -> list[str]:
+    """The field names of the (nested) model at ``loc`` (a validation error's location without its last part)."""
+    models, _ = _walk(model, loc)
     return list(dict.fromkeys(f for m in models for f in m.model_fields))
 
 

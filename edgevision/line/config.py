@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from edgevision.core.errors import ConfigError
@@ -21,10 +21,13 @@ __all__ = [
     "HttpConfig",
     "LineConfig",
     "ModbusSinkConfig",
+    "MqttTriggerConfig",
     "MqttSinkConfig",
     "OPCUA_CLIENT_FIELDS",
     "OpcUaClientSinkConfig",
+    "OpcUaEndpointConfig",
     "OpcUaSinkConfig",
+    "OpcUaTriggerConfig",
     "QueueConfig",
     "RecordConfig",
     "SinksConfig",
@@ -39,26 +42,116 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TriggerConfig(_Closed):
-    """Part ids from trigger messages on MQTT (`edgevision.line.triggers`; OPC UA triggers are not supported).
+class MqttTriggerConfig(_Closed):
+    """Part ids from trigger messages on MQTT (`edgevision.line.triggers.MqttTriggers`).
 
     Attributes:
+        protocol: ``mqtt`` (the default).
         mqtt_host / mqtt_port: the broker; topic: subscribed with QoS 1 (may contain ``+`` / ``#``);
-        username / password_file / password_env: the broker login (the password never in the YAML).
+        username / password_file / password_env: the broker login (the password never in the YAML);
+        tls_ca / tls_cert / tls_key: TLS to the broker when ``tls_ca`` is set (as for ``sinks.mqtt``).
         max_age_s: a trigger older than this when an image arrives is discarded (counted ``stale``).
         part_field / serial_field: the JSON keys of the part id and serial number in a message; a payload that
             is not a JSON object is the part id as text.
     """
 
+    protocol: Literal["mqtt"] = "mqtt"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(1883, ge=1, le=65535)
     topic: str = Field(min_length=1)
     username: str | None = None
     password_file: Path | None = None
     password_env: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_age_s: float = Field(10.0, gt=0)
     part_field: str = Field("part_id", min_length=1)
     serial_field: str = Field("serial", min_length=1)
+
+
+class OpcUaEndpointConfig(_Closed):
+    """A session of EdgeVision as an OPC UA client to an existing server (`edgevision.line.opcua_link`).
+
+    Attributes:
+        endpoint: ``opc.tcp://HOST:PORT[/PATH]`` of that server (no credentials in it).
+        security: ``none`` or ``sign-encrypt`` (Basic256Sha256, SignAndEncrypt; needs the client's certificate
+            and private_key).
+        server_certificate: the server's certificate (DER or PEM), pinned: with ``sign-encrypt`` a server whose
+            certificate differs is refused (else the certificate the server offers is taken as it is).
+        username / password_file / password_env: a user session (else anonymous); timeout_s: per request.
+    """
+
+    endpoint: str
+    security: Literal["none", "sign-encrypt"] = "none"
+    certificate: Path | None = None
+    private_key: Path | None = None
+    server_certificate: Path | None = None
+    username: str | None = Field(None, min_length=1)
+    password_file: Path | None = None
+    password_env: str | None = None
+    timeout_s: float = Field(5.0, gt=0, le=600)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _opc_tcp(cls, v: str) -> str:
+        from urllib.parse import urlparse
+
+        try:
+            u = urlparse(v)
+            port = u.port
+        except ValueError:
+            port, u = None, None
+        if u is None or u.scheme != "opc.tcp" or not u.hostname or not port:
+            raise ValueError(f"{v[:100]!r} is not opc.tcp://HOST:PORT[/PATH] (e.g. opc.tcp://192.168.0.10:4840)")
+        if "@" in u.netloc:
+            raise ValueError("credentials must not sit in the endpoint; use username and password_file / password_env")
+        return v
+
+    @model_validator(mode="after")
+    def _security_needs_keys(self) -> OpcUaEndpointConfig:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError("security sign-encrypt needs the client's certificate and private_key")
+        if self.server_certificate is not None and self.security == "none":
+            raise ValueError("server_certificate pins the server's certificate for security sign-encrypt; "
+                             "set security: sign-encrypt")
+        if (self.password_file is not None or self.password_env is not None) and not self.username:
+            raise ValueError("a password (password_file / password_env) needs a username")
+        return self
+
+
+class OpcUaTriggerConfig(OpcUaEndpointConfig):
+    """Part ids from a node of the PLC's OPC UA server (`edgevision.line.triggers.OpcUaTriggers`).
+
+    Attributes:
+        protocol: ``opcua``.
+        part_node: the NodeId the PLC writes each part's id to (a String or integer variable); every write of it
+            is one trigger (the same id again counts when the server gives it a new source timestamp).
+        serial_node: a NodeId read for the part's serial number at each trigger (the PLC writes it first).
+        publishing_ms: how often the server sends the subscription's changes (the trigger's latency).
+        max_age_s: a trigger older than this when an image arrives is discarded (counted ``stale``).
+    """
+
+    protocol: Literal["opcua"]
+    part_node: str = Field(min_length=1, max_length=4096)
+    serial_node: str | None = Field(None, min_length=1, max_length=4096)
+    publishing_ms: float = Field(20.0, ge=5, le=10_000)
+    max_age_s: float = Field(10.0, gt=0)
+
+
+def _trigger_protocol(v: object) -> str:
+    """The tag of a ``trigger`` section: its ``protocol`` (``mqtt`` when absent)."""
+    if isinstance(v, dict):
+        return str(v.get("protocol", "mqtt"))
+    return str(getattr(v, "protocol", "mqtt"))
+
+
+TriggerConfig = Annotated[
+    Annotated[MqttTriggerConfig, Tag("mqtt")] | Annotated[OpcUaTriggerConfig, Tag("opcua")],
+    Discriminator(_trigger_protocol, custom_error_type="trigger_protocol",
+                  custom_error_message="protocol must be mqtt (the default) or opcua"),
+]
+"""A source's ``trigger`` section: `MqttTriggerConfig` (``protocol: mqtt``, the default) or `OpcUaTriggerConfig`."""
 
 
 class FolderSource(_Closed):
@@ -75,7 +168,7 @@ class FolderSource(_Closed):
         poll_ms: how often the folder is listed.
         part_id_regex: a regular expression searched in the file name; its group ``part`` (else the first group)
             is the part id, its group ``serial`` the serial number. None: the file name (without extension).
-        trigger: MQTT trigger messages; a file whose part id does not come from ``part_id_regex`` (none given,
+        trigger: trigger messages (MQTT or OPC UA, `TriggerConfig`); a file whose part id does not come from ``part_id_regex`` (none given,
             or no match) takes the part id and serial of the oldest trigger waiting (else its file name's).
     """
 
@@ -99,7 +192,7 @@ class VideoSource(_Closed):
         stride: inspect every n-th frame; reconnect_min_s / reconnect_max_s: the backoff between reconnects.
         mode: ``stride`` (every ``stride``-th frame; a trigger waiting gives it its part id) or ``trigger`` (one
             frame per trigger message, the first one read after it arrived; the others are read and discarded).
-        trigger: MQTT trigger messages (required with ``mode: trigger``).
+        trigger: trigger messages, MQTT or OPC UA (required with ``mode: trigger``).
     """
 
     type: Literal["video"] = "video"
@@ -115,7 +208,7 @@ class VideoSource(_Closed):
     @model_validator(mode="after")
     def _trigger_mode_needs_trigger(self) -> VideoSource:
         if self.mode == "trigger" and self.trigger is None:
-            raise ValueError("mode trigger needs a trigger section (the MQTT broker and topic)")
+            raise ValueError("mode trigger needs a trigger section (an MQTT topic or an OPC UA part_node)")
         return self
 
 
@@ -129,6 +222,8 @@ class OpcUaSinkConfig(_Closed):
         certificate / private_key: the server's certificate (DER or PEM) and key (PEM).
         users_file: a file of ``user:password`` lines; None with ``anonymous: false`` refuses everyone.
         anonymous: allow anonymous sessions (only when set).
+        trusted_clients: a folder of the client certificates (DER or PEM) allowed to open a session (with
+            ``sign-encrypt``); None: any client certificate (who gets in is decided by the users alone).
     """
 
     endpoint: str = "opc.tcp://127.0.0.1:4840/edgevision/"
@@ -138,12 +233,16 @@ class OpcUaSinkConfig(_Closed):
     private_key: Path | None = None
     users_file: Path | None = None
     anonymous: bool = False
+    trusted_clients: Path | None = None
     heartbeat_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _security_needs_keys(self) -> OpcUaSinkConfig:
         if self.security != "none" and (self.certificate is None or self.private_key is None):
             raise ValueError("security sign-encrypt needs certificate and private_key")
+        if self.trusted_clients is not None and self.security == "none":
+            raise ValueError("trusted_clients checks client certificates, which only security sign-encrypt "
+                             "exchanges; set security: sign-encrypt")
         return self
 
 
@@ -152,43 +251,17 @@ OPCUA_CLIENT_FIELDS = ("decision", "part_id", "serial", "defect_count", "defect_
 """The EdgeVision fields ``sinks.opcua_client.nodes`` can map to nodes of a PLC / SCADA server."""
 
 
-class OpcUaClientSinkConfig(_Closed):
+class OpcUaClientSinkConfig(OpcUaEndpointConfig):
     """EdgeVision as an OPC UA client writing each part's fields to nodes of an existing PLC / SCADA server.
 
     Attributes:
-        endpoint: ``opc.tcp://HOST:PORT[/PATH]`` of that server (no credentials in it).
         nodes: EdgeVision field (one of `OPCUA_CLIENT_FIELDS`; ``decision`` required) -> NodeId string, e.g.
             ``{decision: "ns=2;s=Line1.Decision"}`` (``ns=N;s=|i=|g=|b=...`` or ``nsu=URI;...``).
-        security: ``none`` or ``sign-encrypt`` (Basic256Sha256, SignAndEncrypt; needs the client's certificate
-            and private_key).
-        username / password_file / password_env: a user session (else anonymous); timeout_s: per request.
+        endpoint, security, certificate, private_key, server_certificate, username, password_file,
+        password_env, timeout_s: the session (`OpcUaEndpointConfig`).
     """
 
-    endpoint: str
     nodes: dict[str, Annotated[str, Field(min_length=1, max_length=4096)]]
-    security: Literal["none", "sign-encrypt"] = "none"
-    certificate: Path | None = None
-    private_key: Path | None = None
-    username: str | None = Field(None, min_length=1)
-    password_file: Path | None = None
-    password_env: str | None = None
-    timeout_s: float = Field(5.0, gt=0, le=600)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _opc_tcp(cls, v: str) -> str:
-        from urllib.parse import urlparse
-
-        try:
-            u = urlparse(v)
-            port = u.port
-        except ValueError:
-            port, u = None, None
-        if u is None or u.scheme != "opc.tcp" or not u.hostname or not port:
-            raise ValueError(f"{v[:100]!r} is not opc.tcp://HOST:PORT[/PATH] (e.g. opc.tcp://192.168.0.10:4840)")
-        if "@" in u.netloc:
-            raise ValueError("credentials must not sit in the endpoint; use username and password_file / password_env")
-        return v
 
     @field_validator("nodes")
     @classmethod
@@ -201,14 +274,6 @@ class OpcUaClientSinkConfig(_Closed):
         if "decision" not in v:
             raise ValueError('map at least decision to a NodeId, e.g. decision: "ns=2;s=Line1.Decision"')
         return v
-
-    @model_validator(mode="after")
-    def _security_needs_keys(self) -> OpcUaClientSinkConfig:
-        if self.security != "none" and (self.certificate is None or self.private_key is None):
-            raise ValueError("security sign-encrypt needs the client's certificate and private_key")
-        if (self.password_file is not None or self.password_env is not None) and not self.username:
-            raise ValueError("a password (password_file / password_env) needs a username")
-        return self
 
 
 class ModbusSinkConfig(_Closed):
@@ -366,7 +431,10 @@ def load_line_config(path: Path | str) -> LineConfig:
             s.path = _resolve(base, s.path)  # type: ignore[assignment]
             s.done_dir = _resolve(base, s.done_dir) or s.path / "done"
         if s.trigger is not None:
-            s.trigger.password_file = _resolve(base, s.trigger.password_file)
+            for key in ("password_file", "tls_ca", "tls_cert", "tls_key", "certificate", "private_key",
+                        "server_certificate"):
+                if hasattr(s.trigger, key):
+                    setattr(s.trigger, key, _resolve(base, getattr(s.trigger, key)))
     r = cfg.record
     if r.db is None and r.db_env is None and r.db_file is None:
         r.db = str(base / "line.db")
@@ -379,7 +447,8 @@ def load_line_config(path: Path | str) -> LineConfig:
     for sink in (cfg.sinks.opcua, cfg.sinks.opcua_client, cfg.sinks.mqtt):
         if sink is None:
             continue
-        for key in ("certificate", "private_key", "users_file", "password_file", "tls_ca", "tls_cert", "tls_key"):
+        for key in ("certificate", "private_key", "server_certificate", "users_file", "trusted_clients",
+                    "password_file", "tls_ca", "tls_cert", "tls_key"):
             if hasattr(sink, key):
                 setattr(sink, key, _resolve(base, getattr(sink, key)))
     names = [s.name for s in cfg.sources if s.name]

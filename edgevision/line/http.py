@@ -3,7 +3,9 @@ not), on ``http.host:port``; TLS (HTTPS) when ``http.certificate`` and ``http.pr
 
 Metrics: ``edgevision_line_parts_total{decision}``, ``edgevision_line_unreadable_total``,
 ``edgevision_line_dropped_total``, ``edgevision_line_queue``, ``edgevision_line_inference_ms`` (last),
-``edgevision_line_healthy``, ``edgevision_line_source_up{source}``, ``edgevision_line_sink_up{sink}``,
+``edgevision_line_healthy``, ``edgevision_line_source_up{source}``, ``edgevision_line_trigger_up{source,protocol}``,
+``edgevision_line_triggers_total{source,fate}`` (received / taken / stale / invalid),
+``edgevision_line_triggers_pending{source}``, ``edgevision_line_sink_up{sink}``,
 ``edgevision_line_sink_pending{sink}``, ``edgevision_line_sink_failed_total{sink}``,
 ``edgevision_line_drift_alarm``, ``edgevision_line_drift_shift{stat}`` (see `edgevision.line.drift`).
 """
@@ -50,6 +52,23 @@ def _metrics_text(status: dict[str, Any]) -> bytes:
             for src in status["sources"]:
                 up.add_metric([src["name"]], 1 if src["state"] in ("up", "finished") else 0)
             yield up
+            trig = [(src["name"], src["trigger"]) for src in status["sources"] if src.get("trigger")]
+            if trig:
+                tup = GaugeMetricFamily("edgevision_line_trigger_up", "1 while the source's trigger subscription "
+                                        "is up.", labels=["source", "protocol"])
+                tcount = CounterMetricFamily("edgevision_line_triggers", "Triggers by fate: received, taken by an "
+                                             "image, stale (no image in time), invalid (no part id).",
+                                             labels=["source", "fate"])
+                tpend = GaugeMetricFamily("edgevision_line_triggers_pending", "Fresh triggers waiting for an image.",
+                                          labels=["source"])
+                for name, t in trig:
+                    tup.add_metric([name, t["protocol"]], 1 if t["state"] == "up" else 0)
+                    for fate in ("received", "taken", "stale", "invalid"):
+                        tcount.add_metric([name, fate], t[fate])
+                    tpend.add_metric([name], t["pending"])
+                yield tup
+                yield tcount
+                yield tpend
             sup = GaugeMetricFamily("edgevision_line_sink_up", "1 when the sink's peer answers.", labels=["sink"])
             pend = GaugeMetricFamily("edgevision_line_sink_pending", "Messages waiting (durable sinks).",
                                      labels=["sink"])

@@ -7,8 +7,8 @@ messages of the durable sinks) -> every sink's ``publish`` (non-blocking) -> the
 reject, a sample of accepted parts) -> the source's ``after`` policy. A crash anywhere loses no recorded
 part and inspects no file twice (see `edgevision.line.record`, `edgevision.line.sources`).
 
-Sources with a ``trigger`` section get an `edgevision.line.triggers.MqttTriggers` (started with the sinks,
-closed at the end; its status under the source's in `Line.status`).
+Sources with a ``trigger`` section get `edgevision.line.triggers` (MQTT or OPC UA; started with the sinks,
+closed at the end; their status under the source's in `Line.status` and in ``/metrics``).
 
 Back-pressure (`QueueConfig`): ``block`` makes a source wait (a hot folder just leaves files where they are);
 ``drop_oldest`` drops the oldest waiting image, counts it and logs an alarm.
@@ -38,7 +38,7 @@ from edgevision.line.sinks.base import PartDecision, Sink
 from edgevision.line.sources import HotFolder, Item, VideoStream, make_source
 
 if TYPE_CHECKING:
-    from edgevision.line.triggers import MqttTriggers
+    from edgevision.line.triggers import Triggers
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,12 @@ class Line:
         self.sources = [make_source(s, i) for i, s in enumerate(cfg.sources)]
         for s in self.sources:
             s.check()
-        self.triggers: list[MqttTriggers] = []
+        self.triggers: list[Triggers] = []
         for s in self.sources:
             if s.cfg.trigger is not None:
-                from edgevision.line.triggers import MqttTriggers
+                from edgevision.line.triggers import make_triggers
 
-                s.triggers = MqttTriggers(s.cfg.trigger, s.name, station=cfg.station)
+                s.triggers = make_triggers(s.cfg.trigger, s.name, station=cfg.station)
                 self.triggers.append(s.triggers)
         db = self._db_target()
         if isinstance(db, str) and cfg.record.images_dir is None:
@@ -268,6 +268,10 @@ class Line:
 
     def healthy(self) -> tuple[bool, str]:
         down = [f"{s.name}: {s.status().detail}" for s in self.sources if s.status().state == "down"]
+        for s in self.sources:
+            trig = s.triggers.status() if s.triggers is not None else None
+            if trig is not None and trig["state"] != "up":  # images would go without their part ids
+                down.append(f"{s.name} trigger: {trig['detail']}")
         if self.record_error:
             down.append(f"record: {self.record_error}")
         if self.drift is not None:

@@ -16,8 +16,8 @@ listed once and taken in order.
 inspected; when the stream drops, it is reopened with exponential backoff (``reconnect_min_s`` doubling to
 ``reconnect_max_s``) and the source reports ``down`` with the reason meanwhile.
 
-**Triggers.** A source with a ``trigger`` section has ``triggers`` (`edgevision.line.triggers.MqttTriggers`,
-set by the line): a folder file whose part id does not come from ``part_id_regex`` (none given, or no match)
+**Triggers.** A source with a ``trigger`` section has ``triggers`` (`edgevision.line.triggers.MqttTriggers`
+or `edgevision.line.triggers.OpcUaTriggers`, set by the line): a folder file whose part id does not come from ``part_id_regex`` (none given, or no match)
 takes the oldest waiting trigger's part id and serial; a video stream in ``mode: trigger`` inspects one frame
 per trigger (the first read after it arrived; ``stride`` does not apply) and reads and discards the others,
 in ``mode: stride`` an inspected frame takes a waiting trigger's part id.
@@ -48,7 +48,7 @@ from edgevision.core.errors import ConfigError
 from edgevision.line.config import FolderSource, VideoSource
 
 if TYPE_CHECKING:
-    from edgevision.line.triggers import MqttTriggers
+    from edgevision.line.triggers import Triggers
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class HotFolder:
         self._finished: set[str] = set()  # keys finished with after=keep
         self._lock = threading.Lock()
         self.state = SourceStatus(name, self.kind)
-        self.triggers: MqttTriggers | None = None  # set by the line when the source has a trigger section
+        self.triggers: Triggers | None = None  # set by the line when the source has a trigger section
 
     def check(self) -> None:
         """Raises ConfigError when the folder is missing or the done folder cannot be made."""
@@ -300,7 +300,7 @@ class VideoStream:
     def __init__(self, cfg: VideoSource, name: str) -> None:
         self.cfg, self.name = cfg, name
         self.state = SourceStatus(name, self.kind)
-        self.triggers: MqttTriggers | None = None  # set by the line when the source has a trigger section
+        self.triggers: Triggers | None = None  # set by the line when the source has a trigger section
 
     def check(self) -> None:
         if "://" not in self.cfg.url and not Path(self.cfg.url).is_file():

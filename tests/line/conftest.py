@@ -7,7 +7,8 @@ fresh one up on the SAME port (retained messages and sessions are gone, as after
 persistence), so a test can stage an outage. ``start(hold=True)`` keeps every client but the collectors waiting
 in its CONNECT until ``release()``: a test re-subscribes its collector first, so nothing published after the
 restart slips past it (the broker keeps nothing for a subscriber that is not there). ``LocalBroker(tls=(cert,
-key))`` adds a TLS listener on ``tls_port``.
+key))`` adds a TLS listener on ``tls_port``; ``LocalBroker(users={name: password})`` refuses every client
+that does not log in as one of them (amqtt's own ``FileAuthPlugin`` with an Argon2 password file).
 
 amqtt 0.12 workarounds (both in `_TrackingBroker`): ``Broker.shutdown()`` can hang for good on Python 3.11 while
 clients are connected (a reader task that never finishes its cancellation), so ``stop()`` aborts the client
@@ -88,8 +89,11 @@ class _TrackingBroker(Broker):
 class LocalBroker:
     """A real amqtt broker on 127.0.0.1:`port`, in a background thread (see the module doc)."""
 
-    def __init__(self, port: int | None = None, *, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, port: int | None = None, *, tls: tuple[Path, Path] | None = None,
+                 users: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        self.users = users
+        self._password_file: Path | None = None
         self.tls = tls  # (certfile, keyfile): a second listener, TLS on `tls_port`
         self.tls_port = free_port() if tls else None
         self._gate = threading.Event()
@@ -108,13 +112,24 @@ class LocalBroker:
         if self.tls is not None:
             listeners["tls"] = {"type": "tcp", "bind": f"127.0.0.1:{self.tls_port}", "ssl": True,
                                 "certfile": str(self.tls[0]), "keyfile": str(self.tls[1])}
-        return {
-            "listeners": listeners,
-            "plugins": {  # no BrokerSysPlugin: no $SYS topics
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-                f"{__name__}.ConnectGate": {"gate": self._gate},
-            },
+        plugins: dict[str, Any] = {  # no BrokerSysPlugin: no $SYS topics
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": self.users is None},
+            f"{__name__}.ConnectGate": {"gate": self._gate},
         }
+        if self.users is not None:
+            if self._password_file is None:
+                import tempfile
+
+                from pwdlib import PasswordHash
+                from pwdlib.hashers.argon2 import Argon2Hasher
+
+                hasher = PasswordHash((Argon2Hasher(),))
+                fd, name = tempfile.mkstemp(prefix="amqtt-users-", suffix=".txt")
+                with open(fd, "w", encoding="utf-8") as f:
+                    f.writelines(f"{u}:{hasher.hash(pw)}\n" for u, pw in self.users.items())
+                self._password_file = Path(name)
+            plugins["amqtt.plugins.authentication.FileAuthPlugin"] = {"password_file": str(self._password_file)}
+        return {"listeners": listeners, "plugins": plugins}
 
     async def _start(self) -> _TrackingBroker:
         broker = _TrackingBroker(self._config(), loop=asyncio.get_running_loop())
@@ -155,6 +170,8 @@ class LocalBroker:
         self._thread.join(5)
         if not self._thread.is_alive():
             self._loop.close()
+        if self._password_file is not None:
+            self._password_file.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -167,7 +184,8 @@ class Received:
 class MqttCollector:
     """A paho subscriber (QoS 1) recording what it receives; thread-safe."""
 
-    def __init__(self, port: int, topic: str = "#", *, timeout: float = 5.0) -> None:
+    def __init__(self, port: int, topic: str = "#", *, timeout: float = 5.0,
+                 login: tuple[str, str] | None = None) -> None:
         self.topic = topic
         self._cond = threading.Condition()
         self._messages: list[Received] = []
@@ -175,6 +193,8 @@ class MqttCollector:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{COLLECTOR_PREFIX}{uuid.uuid4().hex[:8]}",
                                    protocol=mqtt.MQTTv311, clean_session=True)
         self._client.reconnect_delay_set(1, 1)
+        if login is not None:
+            self._client.username_pw_set(*login)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -238,8 +258,9 @@ def mqtt_subscriber() -> Iterator[Callable[..., MqttCollector]]:
     """A factory ``mqtt_subscriber(port, topic="#")`` of connected, subscribed collectors, closed at teardown."""
     made: list[MqttCollector] = []
 
-    def make(port: int, topic: str = "#", *, timeout: float = 5.0) -> MqttCollector:
-        collector = MqttCollector(port, topic, timeout=timeout)
+    def make(port: int, topic: str = "#", *, timeout: float = 5.0,
+             login: tuple[str, str] | None = None) -> MqttCollector:
+        collector = MqttCollector(port, topic, timeout=timeout, login=login)
         made.append(collector)
         return collector
 

@@ -279,7 +279,7 @@ def test_video_file_source_with_stride(model: Path, tmp_path: Path) -> None:
 def test_bad_configuration_is_one_line(case: str, model: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, model)
     doc = yaml.safe_load(cfg.read_text())
-    want = {"unknown_key": "did you mean 'station'", "nested_typo": "'sources.0.folder.pol_ms'; did you mean 'poll_ms'",
+    want = {"unknown_key": "did you mean 'station'", "nested_typo": "'sources.0.pol_ms'; did you mean 'poll_ms'",
             "db_credentials": "must not sit in the YAML",
             "missing_folder": "is not a folder", "bad_regex": "part_id_regex: not a valid regular expression",
             "no_sources": "sources"}[case]

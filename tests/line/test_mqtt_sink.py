@@ -394,3 +394,41 @@ def test_tls_to_the_broker_verifies_its_certificate(
     finally:
         line.close()
         broker.close()
+
+
+def test_username_and_password_over_tls(tmp_path: Path, line: Line, mqtt_subscriber: Callable[..., MqttCollector],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that lets in only its users, over TLS: the login from a file delivers; a wrong password is a down
+    status naming the refusal, and its parts wait in the outbox (nothing lost, nothing in clear text)."""
+    ca, cert, key = _certificates(tmp_path, "auth")
+    broker = LocalBroker(tls=(cert, key), users={"line-st1": "c0rrect horse", "qa": "qa-pw"})
+    secret = tmp_path / "mqtt.secret"
+    secret.write_text("c0rrect horse\n")
+    try:
+        broker.start()
+        assert broker.tls_port is not None
+        with pytest.raises(TimeoutError):  # anonymous clients are refused by this broker
+            mqtt_subscriber(broker.port, f"{PARTS}/#", timeout=1.0)
+        sub = mqtt_subscriber(broker.port, f"{PARTS}/#", login=("qa", "qa-pw"))
+        sink = line.sink(broker.tls_port, tls_ca=ca, username="line-st1", password_file=secret)
+        recorded = [line.part(sink, f"P{i}", i).seq for i in range(3)]
+        assert _seqs(sub.wait_for(lambda m: len(_parts(m)) >= 3)) == recorded
+        _until(lambda: _outbox_count(line.db) == 0, 5, "the outbox empties")
+
+        sink.close(1.0)
+
+        monkeypatch.setenv("EV_TEST_MQTT_WRONG", "guess")
+        wrong = line.sink(broker.tls_port, tls_ca=ca, username="line-st1", password_env="EV_TEST_MQTT_WRONG")
+        waiting = line.part(wrong, "W1", 9).seq
+        _until(lambda: wrong.status().state == "down" and "refused" in wrong.status().detail, 10,
+               "a wrong password is refused")
+        assert "Not authorized" in wrong.status().detail and "guess" not in wrong.status().detail
+        assert wrong.status().pending == 1 and _outbox_count(line.db) == 1  # kept until the login is fixed
+        wrong.close(1.0)
+        fixed = line.sink(broker.tls_port, tls_ca=ca, username="line-st1", password_file=secret)
+        assert _seqs(sub.wait_for(lambda m: len(_parts(m)) >= 4))[3] == waiting
+        _until(lambda: _outbox_count(line.db) == 0 and fixed.status().state == "up", 5, "delivered once fixed")
+        sub.close()
+    finally:
+        line.close()
+        broker.close()

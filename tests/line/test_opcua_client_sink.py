@@ -5,7 +5,6 @@ the config's ``nodes`` check, the value conversions and the write order."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,125 +15,27 @@ import pytest
 
 pytest.importorskip("asyncua")
 
-from asyncua import Server, ua  # noqa: E402
-from asyncua.crypto.permission_rules import User, UserRole  # noqa: E402
+from asyncua import ua  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from edgevision.core.errors import ConfigError  # noqa: E402
 from edgevision.line.config import OpcUaClientSinkConfig, load_line_config  # noqa: E402
 from edgevision.line.sinks.base import PartDecision  # noqa: E402
-from edgevision.line.sinks.opcua import _cancel_all  # noqa: E402
 from edgevision.line.sinks.opcua_client import OpcUaClientSink, _Target, _to_variant  # noqa: E402
 from tests.line.conftest import make_opcua_cert
+from tests.line.opcua_plc import Plc
 
 STATION = "st-1"
 SHA = "ab" * 32
 T = 20.0  # seconds: bound of every wait (generous: the machine may be busy)
 V = ua.VariantType
-PLC_VARS: tuple[tuple[str, ua.VariantType, Any], ...] = (
-    ("Decision", V.String, ""), ("PartId", V.String, ""), ("DefectCount", V.Int32, 0), ("InferenceMs", V.Double, 0.0),
-    ("Sequence", V.Int64, 0), ("Heartbeat", V.UInt32, 0), ("Healthy", V.Boolean, False), ("Status", V.String, ""))
 FIELDS = {"Decision": "decision", "PartId": "part_id", "DefectCount": "defect_count", "InferenceMs": "inference_ms",
           "Sequence": "sequence", "Heartbeat": "heartbeat", "Healthy": "healthy", "Status": "status"}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Users:
-    """The PLC's user manager: anonymous sessions, and user ``plc`` with password ``s3cret``; records who got in
-    (asyncua passes the client's certificate on a secured channel, ``b""`` on an unsecured one)."""
-
-    def __init__(self) -> None:
-        self.accepted: list[tuple[str, bool]] = []
-        """(user, whether the channel was secured) of each session let in."""
-
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> Any:
-        if username is None:
-            return User(role=UserRole.User, name="anonymous")
-        if (username, password) == ("plc", "s3cret"):
-            self.accepted.append((username, bool(certificate)))
-            return User(role=UserRole.User, name=username)
-        return None
-
-
-class _Plc:
-    """A plain asyncua server in a thread of its own: namespace ``urn:test:plc``, writable variables ``Line1.<Name>``
-    of `PLC_VARS`, endpoints with no security and with Basic256Sha256 SignAndEncrypt. `stop_listening` / `listen`
-    take its port down and up again (the address space and its values stay)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.url = f"opc.tcp://127.0.0.1:{_free_port()}/plc/"
-        self.users = _Users()
-        self.cert, self.key = make_opcua_cert(folder, "plc", "urn:test:plc:server")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="test-plc", daemon=True)
-        self.thread.start()
-        self.vars: dict[str, Any] = {}
-        self.server: Any = None
-        self.idx = self.call(self._init(), 90)
-        self.listening = False
-        self.listen()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-        _cancel_all(self.loop)
-        self.loop.close()
-
-    def call(self, coro: Any, timeout: float = T) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    async def _init(self) -> int:
-        server = Server(user_manager=self.users)  # type: ignore[arg-type]
-        await server.init()
-        server.set_endpoint(self.url)
-        await server.set_application_uri("urn:test:plc:server")
-        await server.load_certificate(str(self.cert))
-        await server.load_private_key(str(self.key))
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity,
-                                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
-        idx = await server.register_namespace("urn:test:plc")
-        folder = await server.nodes.objects.add_folder(ua.NodeId(ua.String("Line1"), ua.Int16(idx)), "Line1")
-        for name, vtype, initial in PLC_VARS:
-            var = await folder.add_variable(ua.NodeId(ua.String(f"Line1.{name}"), ua.Int16(idx)), name, ua.Variant(initial, vtype))
-            await var.set_writable()
-            self.vars[name] = var
-        self.server = server
-        return int(idx)
-
-    def node(self, name: str) -> str:
-        return f"ns={self.idx};s=Line1.{name}"
-
-    def nodes(self, *names: str) -> dict[str, str]:
-        return {FIELDS[n]: self.node(n) for n in (names or FIELDS)}
-
-    def value(self, name: str) -> ua.Variant:
-        return self.call(self.vars[name].read_data_value()).Value
-
-    def listen(self) -> None:
-        if not self.listening:
-            self.call(self.server.start())
-            self.listening = True
-
-    def stop_listening(self) -> None:
-        if self.listening:
-            self.call(self.server.stop())
-            self.listening = False
-
-    def close(self) -> None:
-        self.stop_listening()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(T)
-
-
 @pytest.fixture(scope="module")
-def plc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Plc]:
-    p = _Plc(tmp_path_factory.mktemp("plc"))
+def plc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plc]:
+    p = Plc(tmp_path_factory.mktemp("plc"), FIELDS)
     try:
         yield p
     finally:
@@ -181,14 +82,14 @@ def _wait(cond: Callable[[], Any], timeout: float = T) -> bool:
     return bool(cond())
 
 
-def _is(plc: _Plc, name: str, value: Any) -> Callable[[], bool]:
+def _is(plc: Plc, name: str, value: Any) -> Callable[[], bool]:
     return lambda: plc.value(name).Value == value
 
 
 # ---------------------------------------------------------------------- against the PLC
 
 
-def test_latest_of_three_parts_with_types_and_heartbeat(plc: _Plc, sinks: list[OpcUaClientSink]) -> None:
+def test_latest_of_three_parts_with_types_and_heartbeat(plc: Plc, sinks: list[OpcUaClientSink]) -> None:
     sink = _sink(sinks, plc.url, plc.nodes())
     for seq, decision in ((11, "NG"), (12, "OK"), (13, "NG")):
         sink.publish(_decision(seq, decision, inference_ms=0.25 + seq))
@@ -217,7 +118,7 @@ def test_latest_of_three_parts_with_types_and_heartbeat(plc: _Plc, sinks: list[O
         sink.start()
 
 
-def test_server_down_at_start_then_up_and_lost_again(plc: _Plc, sinks: list[OpcUaClientSink]) -> None:
+def test_server_down_at_start_then_up_and_lost_again(plc: Plc, sinks: list[OpcUaClientSink]) -> None:
     plc.stop_listening()
     try:
         sink = _sink(sinks, plc.url, plc.nodes("Decision", "Sequence"), timeout_s=2.0)
@@ -249,7 +150,7 @@ def test_server_down_at_start_then_up_and_lost_again(plc: _Plc, sinks: list[OpcU
     assert _wait(lambda: sink.status().state == "up") and sink.status().sent == 2
 
 
-def test_missing_node_or_unfit_type_is_down_with_the_node_named(plc: _Plc, sinks: list[OpcUaClientSink]) -> None:
+def test_missing_node_or_unfit_type_is_down_with_the_node_named(plc: Plc, sinks: list[OpcUaClientSink]) -> None:
     missing = _sink(sinks, plc.url, {"decision": plc.node("Decision"), "serial": plc.node("NoSuchNode")})
     unfit = _sink(sinks, plc.url, {"decision": plc.node("Decision"), "defect_classes": plc.node("DefectCount")})
     missing.publish(_decision(31))
@@ -263,7 +164,7 @@ def test_missing_node_or_unfit_type_is_down_with_the_node_named(plc: _Plc, sinks
     assert missing.status().failed == 1  # the part never written
 
 
-def test_user_and_password(plc: _Plc, sinks: list[OpcUaClientSink], tmp_path: Path,
+def test_user_and_password(plc: Plc, sinks: list[OpcUaClientSink], tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:
     pw = tmp_path / "plc-password"
     pw.write_text("s3cret\n", encoding="utf-8")
@@ -281,7 +182,7 @@ def test_user_and_password(plc: _Plc, sinks: list[OpcUaClientSink], tmp_path: Pa
                                               password_env="EV_TEST_PLC_PASSWORD"), STATION, "m", SHA).start()
 
 
-def test_sign_encrypt(plc: _Plc, sinks: list[OpcUaClientSink], tmp_path: Path,
+def test_sign_encrypt(plc: Plc, sinks: list[OpcUaClientSink], tmp_path: Path,
                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EV_TEST_PLC_PW2", "s3cret")
     cert, key = make_opcua_cert(tmp_path, "client", "urn:test:edgevision:client")

@@ -274,6 +274,65 @@ def test_sign_encrypt(sinks: list[OpcUaServerSink], tmp_path: Path, caplog: pyte
     assert any("unsecured channel" in r.getMessage() for r in caplog.records)
 
 
+def test_trusted_clients_only(sinks: list[OpcUaServerSink], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With trusted_clients, a client whose certificate is in the folder gets in; another is refused with
+    BadCertificateUntrusted and a warning naming its URI and fingerprint; copying its certificate in lets it in
+    without a restart."""
+    cert, key = make_opcua_cert(tmp_path, "server", "urn:edgevision:test:server")
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    known_cert, known_key = make_opcua_cert(trusted, "known", "urn:test:known")
+    (trusted / "known-key.pem").rename(tmp_path / "known-key.pem")
+    (trusted / "README.txt").write_text("client certificates allowed on this station\n")  # not a certificate: ignored
+    stranger_cert, stranger_key = make_opcua_cert(tmp_path, "stranger", "urn:test:stranger")
+    sink, url = _start(sinks, security="sign-encrypt", certificate=cert, private_key=key, anonymous=True,
+                       trusted_clients=trusted)
+    sink.publish(_decision(3, "OK"))
+
+    async def read_decision(client_cert: Path, client_key: Path, uri: str) -> str:
+        c = Client(url, timeout=T)
+        c.application_uri = uri
+        await c.set_security_string(f"Basic256Sha256,SignAndEncrypt,{client_cert},{client_key}")
+        try:
+            await asyncio.wait_for(c.connect(), T)
+        except ua.UaStatusCodeError as e:
+            with contextlib.suppress(Exception):
+                await c.disconnect()
+            return f"refused: {e.__class__.__name__}"
+        try:
+            idx = await c.get_namespace_index(NS)
+            return str(await _poll(c.get_node(f"ns={idx};s={STATION}.Decision").read_value, "OK"))
+        finally:
+            await c.disconnect()
+
+    caplog.set_level(logging.WARNING, logger="edgevision.line.sinks.opcua")
+    assert asyncio.run(read_decision(known_cert, tmp_path / "known-key.pem", "urn:test:known")) == "OK"
+    assert asyncio.run(read_decision(stranger_cert, stranger_key, "urn:test:stranger")) == \
+        "refused: BadCertificateUntrusted"
+    warning = next(r.getMessage() for r in caplog.records if "session refused" in r.getMessage())
+    assert "urn:test:stranger" in warning and "trusted_clients" in warning
+    (trusted / "stranger.pem").write_bytes(stranger_cert.read_bytes())  # the integrator trusts it: no restart
+    assert asyncio.run(read_decision(stranger_cert, stranger_key, "urn:test:stranger")) == "OK"
+
+
+def test_trusted_clients_configuration(tmp_path: Path) -> None:
+    cert, key = make_opcua_cert(tmp_path, "server", "urn:s")
+    with pytest.raises(ValueError, match="set security: sign-encrypt"):
+        OpcUaSinkConfig(endpoint=_url(_free_port()), trusted_clients=tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "client.pem").write_text("not a certificate")
+    for folder, message in ((tmp_path / "absent", "cannot read the folder"), (empty, "holds no certificate"),
+                            (bad, "client.pem is not a readable X.509 certificate")):
+        sink = OpcUaServerSink(OpcUaSinkConfig(endpoint=_url(_free_port()), security="sign-encrypt", certificate=cert,
+                                               private_key=key, trusted_clients=folder), STATION, "m.onnx", SHA)
+        with pytest.raises(ConfigError, match=f"sinks.opcua.trusted_clients: .*{message}"):
+            sink.start()
+        sink.close()
+
+
 def test_port_in_use_is_one_line_config_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))

@@ -54,10 +54,12 @@ def parts(db: Path) -> list[tuple[str, str | None, str | None]]:
 class Publisher:
     """The PLC's side: a paho client publishing trigger messages (QoS 1, waits for the PUBACK)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, login: tuple[str, str] | None = None) -> None:
         self._connected = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plc-{uuid.uuid4().hex[:8]}",
                                    protocol=mqtt.MQTTv311)
+        if login is not None:
+            self._client.username_pw_set(*login)
         self._client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else self._connected.set()
         self._client.connect("127.0.0.1", port, keepalive=10)
         self._client.loop_start()
@@ -251,3 +253,43 @@ def test_trigger_configuration_errors(model: Path, tmp_path: Path) -> None:
     cfg = folder_config(tmp_path, model, 1883, topic="plant/a#")
     with pytest.raises(ConfigError, match="not a valid topic filter"):
         Line(load_line_config(cfg))
+
+
+def test_triggers_over_tls_with_a_login(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that lets in only its users, triggers over TLS: the line logs in with the password from a file;
+    a wrong password is a down trigger status (the line still inspects, with file names as part ids)."""
+    from tests.line.test_mqtt_sink import _certificates
+
+    ca, cert, key = _certificates(tmp_path, "broker")
+    broker = LocalBroker(tls=(cert, key), users={"line": "tr1gger-pw", "plc": "plc-pw"})
+    secret = tmp_path / "trigger.secret"
+    secret.write_text("tr1gger-pw\n")
+    broker.start()
+    try:
+        assert broker.tls_port is not None
+        cfg = folder_config(tmp_path, model, broker.tls_port, tls_ca=str(ca), username="line",
+                            password_file=str(secret))
+        plc = Publisher(broker.port, login=("plc", "plc-pw"))
+        try:
+            with running(cfg) as line:
+                line.wait_trigger("up", lambda s: s["state"] == "up")
+                plc.send('{"part_id": "TLS-1", "serial": "SN-T"}')
+                line.wait_trigger("1 received", lambda s: s["received"] == 1)
+                write_part(tmp_path / "in", "img_t.png", True)
+                assert line.wait_parts(1) == [("img_t.png", "TLS-1", "SN-T")]
+        finally:
+            plc.close()
+
+        monkeypatch.setenv("EV_TEST_TRIGGER_PW", "wrong")
+        other = tmp_path / "other"
+        other.mkdir()
+        cfg = folder_config(other, model, broker.tls_port, tls_ca=str(ca), username="line",
+                            password_env="EV_TEST_TRIGGER_PW")
+        with running(cfg) as line:
+            line.wait_trigger("refused", lambda s: s["state"] == "down" and "refused" in s["detail"])
+            assert "Not authorized" in line.trigger()["detail"] and "wrong" not in line.trigger()["detail"]
+            assert not line.line.healthy()[0] and "cam trigger:" in line.line.healthy()[1]
+            write_part(other / "in", "img_u.png", False)
+            assert line.wait_parts(1) == [("img_u.png", "img_u", None)]
+    finally:
+        broker.close()

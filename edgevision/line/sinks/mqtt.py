@@ -52,7 +52,7 @@ from edgevision.line.config import MqttSinkConfig, read_secret
 from edgevision.line.record import Outbox
 from edgevision.line.sinks.base import PartDecision, SinkStatus
 
-__all__ = ["MqttSink", "topic_level"]
+__all__ = ["MqttSink", "tls_context", "topic_level"]
 
 _log = logging.getLogger(__name__)
 _paho_log = _log.getChild("paho")
@@ -86,19 +86,27 @@ def _one_line(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
-def _tls_context(cfg: MqttSinkConfig) -> ssl.SSLContext | None:
+def tls_context(cfg: Any, what: str) -> ssl.SSLContext | None:
+    """The TLS context for a broker from ``cfg``'s ``tls_ca`` / ``tls_cert`` / ``tls_key`` (None: no TLS).
+
+    The broker's certificate must chain to ``tls_ca`` and name the host (``mqtt_host``); ``tls_cert`` /
+    ``tls_key`` are the client's certificate for brokers that ask for one. ``what`` names the section in errors.
+
+    Raises:
+        ConfigError: a client certificate without ``tls_ca``, a key without a certificate, an unreadable file.
+    """
     if cfg.tls_ca is None:
         if cfg.tls_cert is not None or cfg.tls_key is not None:
-            raise ConfigError("sinks.mqtt: tls_cert / tls_key need tls_ca (TLS is on when tls_ca is set)")
+            raise ConfigError(f"{what}: tls_cert / tls_key need tls_ca (TLS is on when tls_ca is set)")
         return None
     if cfg.tls_key is not None and cfg.tls_cert is None:
-        raise ConfigError("sinks.mqtt: tls_key needs tls_cert")
+        raise ConfigError(f"{what}: tls_key needs tls_cert")
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cfg.tls_ca))
         if cfg.tls_cert is not None:
             ctx.load_cert_chain(str(cfg.tls_cert), None if cfg.tls_key is None else str(cfg.tls_key))
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise ConfigError(f"sinks.mqtt: cannot load the TLS files ({_one_line(e)})") from None
+        raise ConfigError(f"{what}: cannot load the TLS files ({_one_line(e)})") from None
     return ctx
 
 
@@ -131,7 +139,7 @@ class MqttSink:
         self._password = read_secret(cfg.password_file, cfg.password_env, "sinks.mqtt.password")
         if self._password is not None and not cfg.username:
             raise ConfigError("sinks.mqtt: a password (password_file / password_env) needs a username")
-        self._tls = _tls_context(cfg)
+        self._tls = tls_context(cfg, "sinks.mqtt")
         self._status_topic = self._checked_topic("status_topic", cfg.status_topic, station=self._station_level)
         self._checked_topic("topic", cfg.topic, station=self._station_level, part_id="part", decision="OK", seq=1)
         self._will = json.dumps({"state": "offline", "station": self.station, "client_id": self._client_id},

@@ -38,8 +38,11 @@ Security (``sinks.opcua``):
   (DER or PEM) and ``private_key`` (PEM or DER, not password-protected). The server's application URI is
   the first URI of the certificate's SubjectAlternativeName (clients check that they match), else
   ``urn:edgevision:line:STATION``. Sessions opened over an unsecured channel (which OPC UA keeps for
-  discovery) are refused. Client certificates are not checked against a trust list: the channel is
-  encrypted, and who may open a session is decided by the users below.
+  discovery) are refused. With ``trusted_clients`` (a folder of client certificates, DER or PEM), only a
+  client whose certificate is one of them opens a session (compared by SHA-256 of the DER bytes); another is
+  refused with ``BadCertificateUntrusted`` and a warning naming its application URI and fingerprint, so
+  that the integrator can copy its certificate into the folder (read again at each session: no restart).
+  Without it the channel is still encrypted, and who may open a session is decided by the users below.
 
 Users: ``users_file`` holds ``user:password`` lines (blank lines and lines starting with ``#`` are ignored;
 the first ``:`` separates the name; whitespace around the line is dropped); passwords are compared in
@@ -155,6 +158,8 @@ class OpcUaServerSink:
         try:  # everything that can be checked before seconds of address-space loading
             host, port = _parse_endpoint(cfg.endpoint)
             users = _read_users(cfg.users_file) if cfg.users_file is not None else None
+            if cfg.trusted_clients is not None:
+                _read_trusted(cfg.trusted_clients, strict=True)
             cert = key = None
             app_uri = f"urn:edgevision:line:{self.station}"
             if cfg.security == "sign-encrypt":
@@ -304,6 +309,8 @@ class OpcUaServerSink:
             await server.load_certificate(cert[0], format=cert[1])
             await server.load_private_key(key[0], format=key[1])
             server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            if cfg.trusted_clients is not None:
+                server.set_certificate_validator(_TrustList(cfg.trusted_clients).validate)
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         tokens: list[type] = []
@@ -510,6 +517,74 @@ def _read_users(path: Path) -> dict[str, str]:
             raise ConfigError(f"sinks.opcua.users_file: {path} line {n} is not user:password; fix or remove it")
         users[user.strip()] = password
     return users
+
+
+def _read_trusted(folder: Path, *, strict: bool) -> dict[str, str]:
+    """The SHA-256 (hex) of each certificate in ``folder`` -> its file name.
+
+    Files ending in ``.der``, ``.pem``, ``.crt`` or ``.cer`` are read (others, like a README, are left alone).
+
+    Raises:
+        ConfigError: (only with ``strict``) the folder cannot be read, holds no certificate, or a certificate
+            file is not one; without ``strict`` such files are skipped with a warning.
+    """
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    what = "sinks.opcua.trusted_clients"
+    try:
+        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".der", ".pem", ".crt", ".cer")
+                       and p.is_file())
+    except OSError as e:
+        if strict:
+            raise ConfigError(f"{what}: cannot read the folder {folder} ({(e.strerror or e.__class__.__name__).lower()})"
+                              "; give a folder of client certificates (.der / .pem)") from None
+        log.warning("%s: cannot read %s (%s): every client certificate is refused", what, folder, e)
+        return {}
+    out: dict[str, str] = {}
+    for p in files:
+        try:
+            blob = p.read_bytes()
+            load = x509.load_pem_x509_certificate if blob.lstrip().startswith(b"-----BEGIN") else \
+                x509.load_der_x509_certificate
+            der = load(blob).public_bytes(serialization.Encoding.DER)
+        except (OSError, ValueError) as e:
+            if strict:
+                raise ConfigError(f"{what}: {p} is not a readable X.509 certificate (DER or PEM); remove it or "
+                                  "replace it with the client's certificate") from None
+            log.warning("%s: %s skipped (%s)", what, p, e.__class__.__name__)
+            continue
+        out[hashlib.sha256(der).hexdigest()] = p.name
+    if strict and not out:
+        raise ConfigError(f"{what}: {folder} holds no certificate (.der / .pem): every client would be refused; "
+                          "copy the clients' certificates into it")
+    return out
+
+
+class _TrustList:
+    """asyncua's certificate validator for ``trusted_clients`` (called at each CreateSession with a certificate)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def validate(self, cert: Any, app: Any) -> None:
+        import hashlib
+
+        from asyncua import ua
+        from asyncua.common.utils import ServiceError
+        from cryptography.hazmat.primitives import serialization
+
+        trusted = await asyncio.get_running_loop().run_in_executor(None, lambda: _read_trusted(self.folder,
+                                                                                               strict=False))
+        fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        if fingerprint in trusted:
+            return
+        uri = getattr(app, "ApplicationUri", None) or "?"
+        log.warning("sinks.opcua: session refused: the client %s presented a certificate (sha256 %s) that is not in "
+                    "trusted_clients %s; copy its certificate there to allow it", uri, fingerprint[:16], self.folder)
+        raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
 
 def _read_cert_and_key(cert_path: Path | None, key_path: Path | None) -> tuple[tuple[bytes, str], tuple[bytes, str],

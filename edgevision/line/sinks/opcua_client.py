@@ -34,12 +34,13 @@ one replaces an older one not yet written; such parts (and one still waiting at 
 counted in ``status().failed``. One daemon thread runs its own asyncio loop with an asyncua `Client`;
 `OpcUaClientSink.publish` and `OpcUaClientSink.heartbeat` only touch the mailbox and wake that loop, so they
 never block and never raise. When the server cannot be reached, refuses the session, or a write fails, the
-state becomes ``down`` with a one-line detail and the thread reconnects after 0.2 s, doubling up to 5 s.
+state becomes ``down`` with a one-line detail and the thread reconnects after 0.2 s, doubling up to 5 s
+(`edgevision.line.opcua_link.OpcUaLink` holds the connection; the OPC UA trigger shares it).
 
 Security: ``security: none`` (passwords travel in clear: only on a closed cell network) or ``sign-encrypt``
 (Basic256Sha256, SignAndEncrypt) with the client's ``certificate`` (DER or PEM; its SubjectAlternativeName
 URI is the client's application URI, which servers check) and ``private_key``; the server's certificate is
-taken from its endpoint description (not checked against a trust list). A user session with ``username`` and
+taken from its endpoint description, or must be ``server_certificate`` when that is set (pinned). A user session with ``username`` and
 a password from ``password_file`` / ``password_env``; else an anonymous session.
 """
 
@@ -50,19 +51,18 @@ import contextlib
 import logging
 import math
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asyncua import Client, ua
+from asyncua import ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.ua_utils import get_base_data_type
-from asyncua.crypto import security_policies, uacrypto
 
 from edgevision.core.errors import ConfigError
-from edgevision.line.config import read_secret
+from edgevision.line.opcua_link import LinkDown, OpcUaLink, parse_nodeid, resolve_namespace
 from edgevision.line.sinks.base import LatestSlot, PartDecision, SinkStatus
-from edgevision.line.sinks.opcua import _cancel_all, _part_values, _read_cert_and_key
+from edgevision.line.sinks.opcua import _part_values
 
 if TYPE_CHECKING:
     from edgevision.line.config import OpcUaClientSinkConfig
@@ -71,8 +71,6 @@ __all__ = ["OpcUaClientSink"]
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN_S = 0.2
-BACKOFF_MAX_S = 5.0
 _IDLE_WAIT_S = 1.0
 """How often an idle connection's state is looked at (asyncua's own watchdog probes the server every second)."""
 
@@ -92,15 +90,6 @@ _INT_RANGES: dict[ua.VariantType, tuple[int, int]] = {
     _V.UInt64: (0, 2**64 - 1)}
 _ABSTRACT = {24: _V.Variant, 26: _V.Double, 27: _V.Int64, 28: _V.UInt64, 29: _V.Int32}
 """BaseDataType (the value's own type), Number, Integer, UInteger, Enumeration -> the variant type written."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
-
-
-class _Down(Exception):
-    """The connection or a node failed; the message (one line) becomes the status detail."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +120,6 @@ class OpcUaClientSink:
         self.model_sha256 = model_sha256
         self._lock = threading.Lock()
         self._status = SinkStatus(name=self.name)
-        self._thread: threading.Thread | None = None
         self._closed = False
         self._flush_s = cfg.timeout_s
         # Mailbox, guarded by _lock.
@@ -140,11 +128,10 @@ class OpcUaClientSink:
         self._healthy = False
         self._detail = "starting"
         self._beat_dirty = False
-        # The thread's loop and events, set by the thread (under _lock).
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
-        # Owned by the thread only.
+        self._ids: dict[str, tuple[Any, str]] = {}
+        self._link = OpcUaLink(cfg, "sinks.opcua_client", f"urn:edgevision:line:{station}:client", self._session,
+                               self._down, f"edgevision-opcua-client-{station}")
+        # Owned by the link's thread only.
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ the Sink protocol (any thread)
@@ -160,21 +147,9 @@ class OpcUaClientSink:
         with self._lock:
             if self._closed:
                 raise ConfigError("sinks.opcua_client: this sink was closed; make a new OpcUaClientSink to start again")
-            if self._thread is not None:
-                return
-        cfg = self.cfg
-        ids = _parse_nodes(cfg.nodes)
-        password = read_secret(cfg.password_file, cfg.password_env, "sinks.opcua_client.password")
-        identity = None
-        if cfg.security == "sign-encrypt":
-            identity = _read_identity(cfg.certificate, cfg.private_key)
-        app_uri = identity[2] if identity is not None else f"urn:edgevision:line:{self.station}:client"
-        with self._lock:
-            if self._thread is not None or self._closed:
-                return
-            self._thread = threading.Thread(target=self._run, args=(ids, password, identity, app_uri),
-                                            name=f"edgevision-opcua-client-{self.station}", daemon=True)
-            self._thread.start()
+        self._ids = {f: (parse_nodeid(text, f"sinks.opcua_client.nodes.{f}"), text.strip())
+                     for f, text in self.cfg.nodes.items()}
+        self._link.start()
 
     def publish(self, decision: PartDecision) -> None:
         """Put ``decision`` in the 1-slot mailbox (replacing one not yet written) and wake the thread."""
@@ -183,7 +158,7 @@ class OpcUaClientSink:
                 self._status.failed += 1
                 return
             self._slot.put(decision)
-        self._notify()
+        self._link.notify()
 
     def heartbeat(self, healthy: bool, detail: str = "") -> None:
         """``heartbeat`` +1 (wraps at 2**32), ``healthy`` and ``status`` set; the thread writes the mapped ones."""
@@ -192,7 +167,7 @@ class OpcUaClientSink:
             self._healthy = bool(healthy)
             self._detail = " ".join(str(detail).split())
             self._beat_dirty = True
-        self._notify()
+        self._link.notify()
 
     def status(self) -> SinkStatus:
         """A copy of the current state (thread-safe)."""
@@ -203,36 +178,15 @@ class OpcUaClientSink:
         """Stop the thread: a waiting part is written first when connected (within about half of ``timeout``),
         then the session is closed. Idempotent; a part still not written counts in ``status().failed``."""
         with self._lock:
-            already = self._closed
             self._closed = True
             self._flush_s = max(0.1, min(self.cfg.timeout_s, timeout / 2))
-            thread = self._thread
-        if not already:
-            self._notify(stop=True)
-        if thread is not None and thread.is_alive():
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("sinks.opcua_client: the writer thread did not stop within %.1f s", timeout)
-                return
+        if not self._link.stop(timeout):
+            return
         with self._lock:
             self._slot.drop()
             self._set_state("down", "closed")
 
-    # ------------------------------------------------------------------ the writer thread
-
-    def _notify(self, stop: bool = False) -> None:
-        with self._lock:
-            loop, wake, stop_ev = self._loop, self._wake, self._stop
-        if loop is None or wake is None or stop_ev is None:
-            return  # the thread looks at the mailbox (and at _closed) before it first waits
-
-        def wake_up() -> None:
-            if stop:
-                stop_ev.set()
-            wake.set()
-
-        with contextlib.suppress(RuntimeError):  # the loop has already ended
-            loop.call_soon_threadsafe(wake_up)
+    # ------------------------------------------------------------------ the link's thread
 
     def _set_state(self, state: str, detail: str) -> None:
         """Caller holds ``_lock``."""
@@ -246,145 +200,36 @@ class OpcUaClientSink:
             self._status.last_error = error
             self._set_state("down", error)
 
-    def _run(self, ids: dict[str, tuple[Any, str]], password: str | None,
-             identity: tuple[tuple[bytes, str], tuple[bytes, str], str] | None, app_uri: str) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._main(loop, ids, password, identity, app_uri))
-        except Exception as e:  # the thread must report, not vanish silently
-            log.exception("sinks.opcua_client: writer thread failed")
-            with self._lock:
-                self._status.last_error = _one_line(e)
-                self._set_state("down", f"writer thread failed: {_one_line(e)}")
-        finally:
-            try:
-                _cancel_all(loop)
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                with self._lock:
-                    self._loop = None
-                asyncio.set_event_loop(None)
-                loop.close()
-
-    async def _main(self, loop: asyncio.AbstractEventLoop, ids: dict[str, tuple[Any, str]], password: str | None,
-                    identity: tuple[tuple[bytes, str], tuple[bytes, str], str] | None, app_uri: str) -> None:
-        stop, wake = asyncio.Event(), asyncio.Event()
+    async def _session(self, client: Any, stop: asyncio.Event, wake: asyncio.Event) -> AsyncIterator[None]:
+        """Resolve the mapped nodes' types, then write parts and heartbeats (`OpcUaLink`'s session)."""
+        targets = await OpcUaLink.until_stop(self._resolve(client, self._ids), stop)
+        if targets is None:
+            return
         with self._lock:
-            self._loop, self._stop, self._wake = loop, stop, wake
-            if self._closed:
-                stop.set()
-        backoff = BACKOFF_MIN_S
-        while not stop.is_set():
-            client = None
-            try:
-                client = await self._until_stop(self._connect(password, identity, app_uri), stop)
-                if client is None:
-                    return
-                targets = await self._until_stop(self._resolve(client, ids), stop)
-                if targets is None:
-                    return
-                with self._lock:
-                    self._set_state("up", f"connected to {self.cfg.endpoint}")
-                log.info("sinks.opcua_client: connected to %s (%d node(s), security %s)", self.cfg.endpoint,
-                         len(targets), self.cfg.security)
-                async for _ in self._serve(client, targets, stop, wake):
-                    backoff = BACKOFF_MIN_S  # a write went through: the next outage starts from the shortest wait
-                return
-            except _Down as e:
-                self._down(str(e))
-            except (OSError, asyncio.TimeoutError, RuntimeError, ValueError) as e:  # asyncua's errors: RuntimeError
-                self._down(self._describe(e))
-            except Exception as e:  # unexpected: reported with its traceback, then retried like an outage
-                log.exception("sinks.opcua_client: unexpected error")
-                self._down(self._describe(e))
-            finally:
-                if client is not None:
-                    await self._drop(client)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
-
-    def _describe(self, e: BaseException) -> str:
-        if isinstance(e, asyncio.TimeoutError):
-            return f"no answer from {self.cfg.endpoint} within {self.cfg.timeout_s:g} s"
-        return f"{self.cfg.endpoint}: {_one_line(e)}"
-
-    @staticmethod
-    async def _until_stop(coro: Any, stop: asyncio.Event) -> Any:
-        """``await coro``, unless ``stop`` is set first (then it is cancelled and None returned)."""
-        task = asyncio.ensure_future(coro)
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        return None if task.cancelled() else task.result()
-
-    async def _connect(self, password: str | None, identity: tuple[tuple[bytes, str], tuple[bytes, str], str] | None,
-                       app_uri: str) -> Any:
-        """A connected asyncua `Client` (session activated), within ``timeout_s`` per step.
-
-        Raises:
-            _Down: cannot connect, no matching secure endpoint, or the session was refused.
-        """
-        cfg = self.cfg
-        t = cfg.timeout_s
-        client = Client(cfg.endpoint, timeout=t, watchdog_intervall=max(1.0, t))  # its probe: read ServerState
-        client.name = client.description = f"EdgeVision {self.station}"
-        client.application_uri = app_uri
-        client.product_uri = "urn:edgevision"
-        if cfg.username:
-            client.set_user(cfg.username)
-            client.set_password(password or "")
-        try:
-            if identity is not None:
-                (cert, cert_fmt), (key, key_fmt), _ = identity
-                try:
-                    await asyncio.wait_for(client.set_security(
-                        security_policies.SecurityPolicyBasic256Sha256, uacrypto.CertProperties(cert, cert_fmt),
-                        uacrypto.CertProperties(key, key_fmt), mode=ua.MessageSecurityMode.SignAndEncrypt), 2 * t)
-                except ua.UaError as e:
-                    if "endpoint" not in str(e).lower():
-                        raise
-                    raise _Down(f"{cfg.endpoint} offers no Basic256Sha256 SignAndEncrypt endpoint") from None
-            await asyncio.wait_for(client.connect(), 2 * t)
-        except BaseException:
-            client.disconnect_socket()
-            raise
-        return client
+            self._set_state("up", f"connected to {self.cfg.endpoint}")
+        log.info("sinks.opcua_client: connected to %s (%d node(s), security %s)", self.cfg.endpoint,
+                 len(targets), self.cfg.security)
+        async for _ in self._serve(client, targets, stop, wake):
+            yield
 
     async def _resolve(self, client: Any, ids: dict[str, tuple[Any, str]]) -> dict[str, _Target]:
         """Each mapped node's variant type, from its DataType attribute.
 
         Raises:
-            _Down: a node that does not exist or cannot be read, a namespace URI the server does not know, or a
+            LinkDown: a node that does not exist or cannot be read, a namespace URI the server does not know, or a
                 type that cannot hold its field (the node is named).
         """
         t = self.cfg.timeout_s
-        namespaces: list[str] | None = None
-        nodeids: dict[str, Any] = {}
-        for field, (nid, text) in ids.items():
-            uri = getattr(nid, "NamespaceUri", None)
-            if uri:
-                if namespaces is None:
-                    namespaces = list(await asyncio.wait_for(client.get_namespace_array(), t))
-                if uri not in namespaces:
-                    raise _Down(f"nodes.{field} {text}: the server has no namespace {uri}")
-                nid = ua.NodeId(nid.Identifier, ua.Int16(namespaces.index(uri)), nid.NodeIdType)
-            nodeids[field] = nid
+        namespaces: list[str] = []
+        nodeids = {field: await asyncio.wait_for(resolve_namespace(client, nid, text, f"nodes.{field}", namespaces), t)
+                   for field, (nid, text) in ids.items()}
         dvs = await asyncio.wait_for(client.uaclient.read_attributes(list(nodeids.values()), ua.AttributeIds.DataType),
                                      t)
         targets: dict[str, _Target] = {}
         for (field, nid), dv in zip(nodeids.items(), dvs, strict=True):
             text = ids[field][1]
             if not dv.StatusCode.is_good():
-                raise _Down(f"nodes.{field} {text}: {dv.StatusCode.name} (no such variable on the server, or not "
+                raise LinkDown(f"nodes.{field} {text}: {dv.StatusCode.name} (no such variable on the server, or not "
                             "readable by this user)")
             dtype = dv.Value.Value
             vtype: Any
@@ -395,16 +240,16 @@ class OpcUaClientSink:
                     base_node = await asyncio.wait_for(get_base_data_type(client.get_node(dtype)), t)
                     base = int(base_node.nodeid.Identifier)  # ns=0, below 30 (get_base_data_type's contract)
                 except ua.UaError:
-                    raise _Down(f"nodes.{field} {text}: its DataType {dtype.to_string()} is not a built-in type or a "
+                    raise LinkDown(f"nodes.{field} {text}: its DataType {dtype.to_string()} is not a built-in type or a "
                                 "subtype of one") from None
                 vtype = _ABSTRACT.get(base)
                 if vtype is None and 1 <= base <= 21:
                     vtype = ua.VariantType(base)
                 if vtype is None:
-                    raise _Down(f"nodes.{field} {text}: its DataType {dtype.to_string()} is not a number, String or Boolean type")
+                    raise LinkDown(f"nodes.{field} {text}: its DataType {dtype.to_string()} is not a number, String or Boolean type")
             problem = _unfit(field, vtype)
             if problem:
-                raise _Down(f"nodes.{field} {text}: {problem}")
+                raise LinkDown(f"nodes.{field} {text}: {problem}")
             targets[field] = _Target(nid, text, vtype)
         return targets
 
@@ -412,11 +257,11 @@ class OpcUaClientSink:
         """Write the latest part and heartbeats until stopped; yields after each successful write.
 
         Raises:
-            _Down: the connection was lost or a write failed (a part is then put back in the mailbox).
+            LinkDown: the connection was lost or a write failed (a part is then put back in the mailbox).
         """
         while True:
             if client.state is not UaClientState.CONNECTED:
-                raise _Down(f"the connection to {self.cfg.endpoint} was lost")
+                raise LinkDown(f"the connection to {self.cfg.endpoint} was lost")
             wake.clear()
             stopping = stop.is_set()
             with self._lock:
@@ -465,7 +310,7 @@ class OpcUaClientSink:
         """One Write request for ``items`` (field, value); values converted to each node's type.
 
         Raises:
-            _Down: no answer, a lost connection, or a node that refused its value (named).
+            LinkDown: no answer, a lost connection, or a node that refused its value (named).
         """
         if not items:
             return
@@ -474,10 +319,10 @@ class OpcUaClientSink:
             results = await asyncio.wait_for(client.uaclient.write_attributes(
                 [targets[f].nodeid for f, _ in items], dvs, ua.AttributeIds.Value), self.cfg.timeout_s)
         except (OSError, asyncio.TimeoutError, RuntimeError) as e:
-            raise _Down(f"write failed: {self._describe(e)}") from None
+            raise LinkDown(f"write failed: {self._link.describe(e)}") from None
         for (f, _), result in zip(items, results, strict=True):
             if not result.is_good():
-                raise _Down(f"nodes.{f} {targets[f].text}: the server refused the write ({result.name})")
+                raise LinkDown(f"nodes.{f} {targets[f].text}: the server refused the write ({result.name})")
 
     def _variant(self, field: str, value: Any, vtype: Any) -> Any:
         try:
@@ -489,71 +334,7 @@ class OpcUaClientSink:
                             "once)", field, vtype.name, str(value)[:64])
             return ua.Variant(0.0 if vtype in (ua.VariantType.Float, ua.VariantType.Double) else 0, vtype)
 
-    async def _drop(self, client: Any) -> None:
-        """Close the session and the connection, bounded in time, quietly (the server may already be gone)."""
-        t = min(self.cfg.timeout_s, 1.0)
-        alive = client.state is UaClientState.CONNECTED
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(client.close_session(), t)  # also stops the client's own watchdog tasks
-        if alive:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(client.close_secure_channel(), t)
-        client.disconnect_socket()
-
-
 # ---------------------------------------------------------------------- helpers
-
-
-def _parse_nodes(nodes: dict[str, str]) -> dict[str, tuple[Any, str]]:
-    """``{field: (NodeId or ExpandedNodeId, the configured text)}``.
-
-    Raises:
-        ConfigError: a NodeId that does not parse (the field is named).
-    """
-    out: dict[str, tuple[Any, str]] = {}
-    for field, text in nodes.items():
-        try:
-            nid = ua.NodeId.from_string(text.strip())
-        except (ua.UaError, ValueError):
-            nid = None
-        if nid is None or nid.Identifier in ("", None):
-            raise ConfigError(f"sinks.opcua_client.nodes.{field}: {text[:100]!r} is not a NodeId; e.g. "
-                              '"ns=2;s=Line1.Decision", "ns=3;i=1017" or "nsu=urn:plc;s=Decision"')
-        out[field] = (nid, text.strip())
-    return out
-
-
-def _read_identity(cert_path: Path | None, key_path: Path | None) -> tuple[tuple[bytes, str], tuple[bytes, str], str]:
-    """The client's certificate and key (checked as for the server sink) and its application URI.
-
-    Raises:
-        ConfigError: a file missing or unreadable, not a certificate / key, a key that does not belong to the
-            certificate, an expired certificate, or a certificate without a URI in its SubjectAlternativeName.
-    """
-    from cryptography import x509
-
-    if cert_path is not None:
-        try:  # checked first: the server sink's reader only warns about a missing URI, in a server's words
-            blob = Path(cert_path).read_bytes()
-            load = x509.load_pem_x509_certificate if blob.lstrip().startswith(b"-----BEGIN") else \
-                x509.load_der_x509_certificate
-            cert = load(blob)
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            has_uri = bool(san.value.get_values_for_type(x509.UniformResourceIdentifier))
-        except x509.ExtensionNotFound:
-            has_uri = False
-        except (OSError, ValueError):
-            has_uri = True  # unreadable or not a certificate: the reader below says so
-        if not has_uri:
-            raise ConfigError(f"sinks.opcua_client.certificate: {cert_path} has no URI in its SubjectAlternativeName; "
-                              "OPC UA servers check the client's application URI against it: make the certificate "
-                              "with one (e.g. urn:edgevision:line:STATION:client)")
-    try:
-        cert_fmt, key_fmt, uri = _read_cert_and_key(cert_path, key_path)
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("sinks.opcua.", "sinks.opcua_client.", 1)) from None
-    assert uri is not None
-    return cert_fmt, key_fmt, uri
 
 
 def _kind(vtype: Any) -> str:
