@@ -1,9 +1,10 @@
 """Tiny copies of public datasets in their real published layout, written by hand for the recipe tests.
 
 Each builder writes a few small images and annotation files exactly where and how the published
-dataset has them (folder names, file-name patterns, the files' own quirks) and returns the path a
-user passes to ``convert`` with what reading it through the recipe must give. Nothing here uses
-EdgeVision's writers, and no real data is copied.
+dataset has them (folder names, file-name patterns, the files' own quirks, the archive's nesting, and
+the files published beside the data: READMEs, licences, illustrations, config files, a sample
+submission) and returns the path a user passes to ``convert`` with what reading it through the
+recipe must give. Nothing here uses EdgeVision's writers, and no real data is copied.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Expected:
         classes: objects per class name (classes without objects left out).
         splits: images per split, when the recipe gives splits.
         findings: finding codes the read must report (quirks handled).
+        outside: the files published beside the data (relative to the folder read, sorted) that the
+            read leaves out and names in its one ``file_outside_layout`` finding.
+        detected: the format ``--from auto`` picks for the folder, or None when only the recipe
+            reads it (no format is detected).
     """
 
     images: int
@@ -36,6 +41,8 @@ class Expected:
     classes: dict[str, int]
     splits: dict[str, int] = field(default_factory=dict)
     findings: tuple[str, ...] = ()
+    outside: tuple[str, ...] = ()
+    detected: str | None = None
 
 
 def voc_xml(filename: str, size_wh: tuple[int, int], objects: list[tuple[str, tuple[int, int, int, int]]],
@@ -108,11 +115,27 @@ def build_neu_det(root: Path) -> tuple[Path, Expected]:
         write_image(src / img / f"{stem}.jpg", (200, 200), seed=i)
         _write(src / ann / f"{stem}.xml", voc_xml(filename, (200, 200), objs, folder=folder, depth=1))
     return src, Expected(4, 5, {"crazing": 1, "patches": 2, "rolled-in_scale": 1, "pitted_surface": 1},
-                         {"train": 3, "val": 1}, ("image_name_quirk",))
+                         {"train": 3, "val": 1}, ("image_name_quirk",), detected="voc")
+
+
+def build_neu_det_kaggle(root: Path) -> tuple[Path, Expected]:
+    """NEU-DET as the Kaggle copy has it: {train,validation}/annotations/ + images/<class>/."""
+    src = root / "NEU-DET"
+    samples = [
+        ("train", "crazing", "crazing_12", [("crazing", (5, 7, 180, 60))]),
+        ("train", "patches", "patches_3", [("patches", (1, 1, 90, 90)), ("patches", (100, 120, 150, 199))]),
+        ("validation", "scratches", "scratches_241", [("scratches", (60, 2, 75, 200))]),
+    ]
+    for i, (split, cls, stem, objs) in enumerate(samples):
+        write_image(src / split / "images" / cls / f"{stem}.jpg", (200, 200), seed=i)
+        _write(src / split / "annotations" / f"{stem}.xml", voc_xml(f"{stem}.jpg", (200, 200), objs, depth=1))
+    return src, Expected(3, 4, {"crazing": 1, "patches": 2, "scratches": 1}, {"train": 2, "val": 1},
+                         ("image_name_quirk",), detected="voc")
 
 
 def build_gc10_det(root: Path) -> tuple[Path, Expected]:
-    """GC10-DET: images in class folders 1..10, XMLs in 'lable/', pinyin names, a typo and a 'd'."""
+    """GC10-DET: images in class folders 1..10, XMLs in 'lable/', pinyin names, a typo and a 'd';
+    the repository's README and its illustration of the ten classes at the top."""
     src = root / "GC10-DET"
     size_wh = (128, 64)  # real images are 2048x1000; small keeps the test fast
     files = [
@@ -125,8 +148,11 @@ def build_gc10_det(root: Path) -> tuple[Path, Expected]:
         write_image(src / folder / f"{stem}.jpg", (size_wh[1], size_wh[0]), seed=i)
         _write(src / "lable" / f"{stem}.xml", voc_xml(f"{stem}.jpg", size_wh, objs, folder=folder, depth=1))
     write_image(src / "5" / "img_05_424799500_00001.jpg", (size_wh[1], size_wh[0]), seed=9)  # never labelled
+    _write(src / "README.md", "# GC10-DET\n![defects](defects examples.png)\n")
+    write_image(src / "defects examples.png", (40, 100), seed=10)
     return src, Expected(4, 6, {"punching_hole": 1, "inclusion": 1, "waist_folding": 2, "water_spot": 1,
-                                "crease": 1}, findings=("class_dropped", "image_unannotated"))
+                                "crease": 1}, findings=("class_dropped", "image_unannotated"),
+                         outside=("README.md", "defects examples.png"), detected="voc")
 
 
 def build_pku_market_pcb(root: Path) -> tuple[Path, Expected]:
@@ -143,12 +169,16 @@ def build_pku_market_pcb(root: Path) -> tuple[Path, Expected]:
         _write(src / "Annotations" / cls / f"{stem}.xml", voc_xml(f"{stem}.jpg", size_wh, objs, folder=cls))
     write_image(src / "PCB_USED" / "01.JPG", (size_wh[1], size_wh[0]), seed=7)
     write_image(src / "rotation" / "Missing_hole_rotation" / "01_missing_hole_01.jpg", (size_wh[0], size_wh[1]), seed=8)
-    return src, Expected(3, 4, {"missing_hole": 2, "short": 1, "spurious_copper": 1})
+    return src, Expected(3, 4, {"missing_hole": 2, "short": 1, "spurious_copper": 1}, detected="voc")
 
 
 def build_deeppcb(root: Path) -> tuple[Path, Expected]:
-    """PCBData: group*/<n>/<id>_test.jpg + _temp.jpg, group*/<n>_not/<id>.txt, trainval.txt / test.txt."""
-    src = root / "PCBData"
+    """PCBData: group*/<n>/<id>_test.jpg + _temp.jpg, group*/<n>_not/<id>.txt, trainval.txt / test.txt;
+    inside a clone of the repository (DeepPCB/README.md, DeepPCB/fig/). The lists name ``<id>.jpg``,
+    a file that does not exist (the tested image is ``<id>_test.jpg``)."""
+    _write(root / "DeepPCB" / "README.md", "# DeepPCB\nYou can only use this dataset for research purpose.\n")
+    write_image(root / "DeepPCB" / "fig" / "test.jpg", (32, 32), seed=20)
+    src = root / "DeepPCB" / "PCBData"
     size = (64, 64)  # real images are 640x640
     samples = [
         ("group00041", "00041", "00041000", "train", ["4 5 20 18 1", "30 30 45 41 3", "50 2 62 12 6"]),
@@ -168,7 +198,10 @@ def build_deeppcb(root: Path) -> tuple[Path, Expected]:
 
 
 def build_mvtec_ad(root: Path) -> tuple[Path, Expected]:
-    """One MVTec AD category: train/good, test/good, test/<defect> and ground_truth/<defect>/NNN_mask.png."""
+    """One MVTec AD category: train/good, test/good, test/<defect> and ground_truth/<defect>/NNN_mask.png;
+    the archive's license.txt and readme.txt lie beside the category folders."""
+    _write(root / "mvtec_anomaly_detection" / "license.txt", "CC BY-NC-SA 4.0\n")
+    _write(root / "mvtec_anomaly_detection" / "readme.txt", "MVTec AD\n")
     src = root / "mvtec_anomaly_detection" / "bottle"
     size = (64, 64)  # real images are 700-1024 px square
     write_image(src / "train" / "good" / "000.png", size, seed=1)
@@ -182,7 +215,8 @@ def build_mvtec_ad(root: Path) -> tuple[Path, Expected]:
 
 
 def build_magnetic_tile(root: Path) -> tuple[Path, Expected]:
-    """MT_<Class>/Imgs/<stem>.jpg with its mask <stem>.png beside it; MT_Free masks are empty."""
+    """MT_<Class>/Imgs/<stem>.jpg with its mask <stem>.png beside it; MT_Free masks are empty; the
+    repository's README.md and illustration (dataset.jpg, dataset.png) beside the MT_* folders."""
     src = root / "Magnetic-tile-defect-datasets."
     tiles = [
         ("MT_Blowhole", "exp1_num_4727", (60, 80), [(10, 10, 16, 17)]),
@@ -193,7 +227,11 @@ def build_magnetic_tile(root: Path) -> tuple[Path, Expected]:
     for i, (cls, stem, size, rects) in enumerate(tiles):
         write_image(src / cls / "Imgs" / f"{stem}.jpg", size, seed=i)
         _write_mask(src / cls / "Imgs" / f"{stem}.png", size, rects)
-    return src, Expected(4, 4, {"blowhole": 1, "crack": 2, "uneven": 1})
+    _write(src / "README.md", "# Magnetic-tile-defect-datasets\n![](dataset.jpg)\n")
+    write_image(src / "dataset.jpg", (90, 160), seed=7)
+    write_image(src / "dataset.png", (90, 160), seed=8)
+    return src, Expected(4, 4, {"blowhole": 1, "crack": 2, "uneven": 1},
+                         outside=("README.md", "dataset.jpg", "dataset.png"))
 
 
 def _rle(mask: np.ndarray) -> str:
@@ -205,7 +243,8 @@ def _rle(mask: np.ndarray) -> str:
 
 
 def build_severstal(root: Path) -> tuple[Path, Expected]:
-    """train.csv (ImageId,ClassId,EncodedPixels) + train_images/; unlisted images are defect-free."""
+    """train.csv (ImageId,ClassId,EncodedPixels) + train_images/; unlisted images are defect-free;
+    sample_submission.csv (ImageId,EncodedPixels,ClassId) and test_images/ beside them."""
     src = root / "severstal-steel-defect-detection"
     size = (256, 1600)
     m1 = np.zeros(size, dtype=bool)
@@ -220,11 +259,14 @@ def build_severstal(root: Path) -> tuple[Path, Expected]:
     for k, name in enumerate(("0002cc93b.jpg", "000f6bf48.jpg", "0007a71bf.jpg")):
         write_image(src / "train_images" / name, size, seed=k)
     write_image(src / "test_images" / "004f40c73.jpg", size, seed=5)  # unlabelled test image: not read
-    return src, Expected(3, 4, {"defect_1": 2, "defect_3": 1, "defect_4": 1})
+    _write(src / "sample_submission.csv", "ImageId,EncodedPixels,ClassId\n004f40c73.jpg,1 1,0\n")
+    return src, Expected(3, 4, {"defect_1": 2, "defect_3": 1, "defect_4": 1}, outside=("sample_submission.csv",),
+                         detected="rle-csv")
 
 
 def build_railsem19(root: Path) -> tuple[Path, Expected]:
-    """rs19_val/jsons/rs19_val/*.json beside rs19_val/jpgs/rs19_val/*.jpg; rails are polyline pairs."""
+    """rs19_val/jsons/rs19_val/*.json beside rs19_val/jpgs/rs19_val/*.jpg (the archive nests rs19_val
+    again), uint8/rs19_val/*.png label maps and rs19-config.json; rails are polyline pairs."""
     src = root / "rs19_val"
     size_hw = (54, 96)  # real frames are 1920x1080
     frames = {
@@ -244,7 +286,8 @@ def build_railsem19(root: Path) -> tuple[Path, Expected]:
         doc = {"frame": frame, "imgHeight": size_hw[0], "imgWidth": size_hw[1], "objects": objects}
         _write(src / "jsons" / "rs19_val" / f"{frame}.json", json.dumps(doc))
     _write(src / "rs19-config.json", json.dumps({"labels": [{"name": "road", "color": [128, 64, 128]}]}))
-    return src, Expected(2, 3, {"track-signal-front": 1, "pole": 1, "buffer-stop": 1}, findings=("object_skipped",))
+    return src, Expected(2, 3, {"track-signal-front": 1, "pole": 1, "buffer-stop": 1}, findings=("object_skipped",),
+                         outside=("rs19-config.json",), detected="railsem19")
 
 
 BUILDERS: dict[str, Callable[[Path], tuple[Path, Expected]]] = {
@@ -258,3 +301,9 @@ BUILDERS: dict[str, Callable[[Path], tuple[Path, Expected]]] = {
     "railsem19": build_railsem19,
 }
 """Recipe name -> fixture builder."""
+
+PUBLISHED: dict[str, tuple[str, Callable[[Path], tuple[Path, Expected]]]] = {
+    **{name: (name, build) for name, build in BUILDERS.items()},
+    "neu-det-kaggle": ("neu-det", build_neu_det_kaggle),
+}
+"""Every published layout a recipe reads: layout name -> (recipe name, fixture builder)."""

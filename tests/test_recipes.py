@@ -10,10 +10,11 @@ import pytest
 
 from edgevision.convert import convert, read_dataset
 from edgevision.core import ConfigError, Dataset, DatasetError, ImageRecord, LabelMap, Report, UnknownNameError
-from edgevision.formats import get_format
+from edgevision.formats import detect_format, get_format
 from edgevision.recipes import Recipe, get_recipe, list_recipes, load_recipe, recipe_dirs
-from tests.fixtures_recipes import BUILDERS, voc_xml
+from tests.fixtures_recipes import BUILDERS, PUBLISHED, voc_xml
 from tests.formats.conformance import write_image
+from tests.formats.format_io import ignored_files
 from tests.helpers import shared_data
 
 NEU = shared_data("neu-det")
@@ -339,6 +340,98 @@ def test_reader_options_given_by_the_user_override_the_recipe(tmp_path: Path) ->
     src, _ = BUILDERS["railsem19"](tmp_path)
     ds = read_dataset(src, recipe="railsem19", options={"polylines": "keep"}).dataset
     assert ds.class_counts()["rail"] == 2 and ds.class_counts()["guard-rail"] == 1
+
+
+# -- the published trees as they are: READMEs, illustrations, nested archive folders -----------
+def test_every_recipe_has_a_published_layout_fixture() -> None:
+    assert {recipe for recipe, _ in PUBLISHED.values()} == set(list_recipes()) == set(BUILDERS)
+
+
+@pytest.mark.parametrize("layout", sorted(PUBLISHED))
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_recipe_reads_the_published_tree_as_it_is(layout: str, on_error: str, tmp_path: Path) -> None:
+    recipe, build = PUBLISHED[layout]
+    src, expected = build(tmp_path)
+    read = read_dataset(src, recipe=recipe, on_error=on_error)
+    report, ds = read.report, read.dataset
+    assert not report.errors and not report.skipped, [str(f) for f in report.findings]
+    assert [f.code for f in report.findings if f.severity == "warning"] == (["class_dropped"] if recipe == "gc10-det" else [])
+    assert len(ds) == expected.images and ds.num_objects == expected.boxes
+    assert {k: v for k, v in ds.class_counts().items() if v} == expected.classes
+    if expected.splits:
+        assert {s: len(ds.split(s)) for s in ds.splits} == expected.splits
+    assert ignored_files(report) == list(expected.outside)
+    used = {r.path.resolve() for r in ds.images if r.path is not None}
+    assert not used & {(src / name).resolve() for name in expected.outside}, "a file outside the layout was read"
+
+
+@pytest.mark.parametrize("layout", sorted(PUBLISHED))
+def test_published_tree_is_detected_or_needs_its_recipe(layout: str, tmp_path: Path) -> None:
+    src, expected = PUBLISHED[layout][1](tmp_path)
+    if expected.detected is None:
+        with pytest.raises(DatasetError) as exc:
+            detect_format(src)
+        assert exc.value.code == "format_unknown" and "--from" in str(exc.value)
+        return
+    fmt, detection = detect_format(src)
+    assert fmt.name == expected.detected and detection.reason
+    for how in ("auto", expected.detected):  # no recipe: the format's defaults take the tree as published
+        read = read_dataset(src, how)
+        assert read.format == expected.detected and len(read.dataset) == expected.images
+        assert not read.report.errors and ignored_files(read.report) == list(expected.outside)
+
+
+def test_gc10_illustration_is_neither_an_image_nor_an_unannotated_one(tmp_path: Path) -> None:
+    src, _ = BUILDERS["gc10-det"](tmp_path)
+    read = read_dataset(src, recipe="gc10-det", options={"unannotated_images": "background"})
+    [unannotated] = [f for f in read.report.findings if f.code == "image_unannotated"]
+    assert unannotated.message.startswith("1 image(s)") and "img_05_424799500_00001.jpg" in unannotated.message
+    assert sorted(r.name for r in read.dataset.images if r.is_background) == ["5/img_05_424799500_00001.jpg"]
+    assert ignored_files(read.report) == ["README.md", "defects examples.png"]
+
+
+def test_magnetic_tile_illustration_under_skip_adds_no_image(tmp_path: Path) -> None:
+    src, _ = BUILDERS["magnetic-tile"](tmp_path)
+    ds = read_dataset(src, recipe="magnetic-tile", on_error="skip").dataset
+    assert sorted(r.name for r in ds.images) == ["MT_Blowhole/Imgs/exp1_num_4727.jpg", "MT_Crack/Imgs/exp3_num_171.jpg",
+                                                 "MT_Free/Imgs/exp1_num_1002.jpg", "MT_Uneven/Imgs/exp6_num_53280.jpg"]
+    assert ds.labels.names == ["blowhole", "break", "crack", "fray", "uneven"]
+
+
+@pytest.mark.parametrize("which", ["rs19_val", "parent", "jsons", "jsons/rs19_val", "one JSON"])
+@pytest.mark.parametrize("how", ["auto", "railsem19", "recipe"])
+def test_railsem19_archive_nesting_is_read_from_every_entry_point(which: str, how: str, tmp_path: Path) -> None:
+    src, expected = BUILDERS["railsem19"](tmp_path)
+    path = {"rs19_val": src, "parent": src.parent, "jsons": src / "jsons", "jsons/rs19_val": src / "jsons" / "rs19_val",
+            "one JSON": src / "jsons" / "rs19_val" / "rs00001.json"}[which]
+    read = read_dataset(path, recipe="railsem19") if how == "recipe" else read_dataset(path, how)
+    ds = read.dataset
+    assert read.format == "railsem19" and ds.root == src
+    frames = ["rs00001.jpg"] if which == "one JSON" else ["rs00000.jpg", "rs00001.jpg"]
+    assert [r.name for r in ds.images] == frames
+    assert all(r.path == src / "jpgs" / "rs19_val" / r.name for r in ds.images)
+    assert ds.num_objects == (1 if which == "one JSON" else expected.boxes)
+    assert ignored_files(read.report) == ([] if which == "one JSON" else ["rs19-config.json"])
+
+
+@pytest.mark.parametrize(("recipe", "above", "code", "fragments"), [
+    ("deeppcb", "DeepPCB", "file_missing", ["trainval.txt", "list file for split 'train' not found",
+                                            "found in the sub-folder PCBData: pass that folder"]),
+    ("mvtec-ad", "mvtec_anomaly_detection", "folder_missing", ["'ground_truth' not found",
+                                                               "found in the sub-folders bottle, cable: pass one of them"]),
+    ("severstal", "", "file_missing", ["train.csv", "RLE CSV not found",
+                                       "found in the sub-folder severstal-steel-defect-detection: pass that folder"]),
+])
+def test_the_folder_above_the_dataset_is_a_one_line_error_naming_the_right_one(
+        recipe: str, above: str, code: str, fragments: list[str], tmp_path: Path) -> None:
+    src, _ = BUILDERS[recipe](tmp_path)
+    if recipe == "mvtec-ad":
+        write_image(src.parent / "cable" / "ground_truth" / "bent_wire" / "000_mask.png", (8, 8))
+    path = tmp_path / above if above else src.parent
+    with pytest.raises(DatasetError) as exc:
+        read_dataset(path, recipe=recipe)
+    msg = str(exc.value)
+    assert exc.value.code == code and "\n" not in msg and all(f in msg for f in fragments), msg
 
 
 # -- the real NEU-DET download ------------------------------------------------------------------

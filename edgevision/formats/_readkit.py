@@ -3,7 +3,8 @@
 They cover what every reader does the same way: find the image an annotation names (forgiving
 the quirks of real files and saying which), settle the image size (declared vs. file header), check
 and add boxes under the error policy, collect class names, parse attribute values, decide what
-to do with images that have no annotation file, list files without skipping unreadable folders, and
+to do with images that have no annotation file, count the files outside the dataset's layout
+(illustrations, READMEs, licences), list files without skipping unreadable folders, and
 check the types of values whose type the format's specification fixes (strict: a ``true`` is no
 width, ``"3"`` is no coordinate, ``[[1, 2], [3, 4]]`` is no bbox).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path, PurePosixPath
@@ -327,6 +328,42 @@ def files_under(folder: Path, report: Report) -> list[Path]:
     return sorted(out)
 
 
+def loose_files(folder: Path) -> list[Path]:
+    """The files directly in ``folder`` (hidden ones left out), sorted; [] when it is no folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+_SHOWN_NAMES = 8
+"""How many names a finding or a hint shows before "and N more"."""
+
+
+def report_outside_layout(report: Report, root: Path, files: Iterable[Path]) -> list[Path]:
+    """Count the files found in a dataset folder that are not part of the dataset's layout.
+
+    Published trees carry files that are no data: an illustration beside the class folders
+    (Magnetic-tile's ``dataset.jpg``), a README, a licence, a config JSON (RailSem19's
+    ``rs19-config.json``), a sample submission. A reader leaves them out and calls this once: one
+    ``file_outside_layout`` info finding names them (never an error, under every policy).
+
+    Args:
+        root: the dataset folder; names are shown relative to it.
+        files: the files left out (duplicates are counted once).
+
+    Returns:
+        The files, sorted.
+    """
+    out = sorted(set(files))
+    if out:
+        names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in out]
+        shown = ", ".join(names[:_SHOWN_NAMES])
+        more = f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
+        report.info("file_outside_layout", str(root),
+                    f"ignored {len(out)} file{'s' if len(out) != 1 else ''} outside the dataset layout: {shown}{more}")
+    return out
+
+
 def parse_xml_file(path: Path) -> Any:
     """`edgevision.core.io.parse_xml`, with an unreadable file a `FileAccessError` (not a traceback)."""
     from edgevision.core.io import parse_xml
@@ -347,8 +384,35 @@ def sub_folder(root: Path, rel: str, option: str, report: Report) -> Path:
     """
     p = root / safe_relpath(rel, option) if rel.strip(" ./") else root
     if not p.is_dir():
-        report.fatal("folder_missing", str(p), f"reader option '{option}': folder '{rel}' not found under {root}")
+        report.fatal("folder_missing", str(p), f"reader option '{option}': folder '{rel}' not found under "
+                                               f"{root}{found_below(root, rel)}")
     return p
+
+
+def found_below(root: Path, rel: str, kind: Literal["folder", "file"] = "folder") -> str:
+    """A hint for a ``rel`` missing from ``root`` that the folders directly below ``root`` hold.
+
+    A user often passes the folder above the dataset: the clone of a repository (DeepPCB's
+    ``PCBData/`` inside it) or the archive's top folder (MVTec AD's category folders). The hint
+    names them, e.g. ``"; found in the sub-folder PCBData: pass that folder"``; ``""`` when none does.
+
+    Args:
+        rel: a relative path already checked with `safe_relpath`.
+        kind: whether ``rel`` is a folder or a file.
+    """
+    if not rel.strip(" ./"):
+        return ""
+    try:
+        subs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        return ""
+    hits = [d.name for d in subs if ((d / rel).is_dir() if kind == "folder" else (d / rel).is_file())]
+    if not hits:
+        return ""
+    if len(hits) == 1:
+        return f"; found in the sub-folder {hits[0]}: pass that folder"
+    shown = ", ".join(hits[:_SHOWN_NAMES]) + (f" and {len(hits) - _SHOWN_NAMES} more" if len(hits) > _SHOWN_NAMES else "")
+    return f"; found in the sub-folders {shown}: pass one of them"
 
 
 def settle_size(declared_hw: tuple[int, int] | None, image: Path | None, where: str, report: Report,
@@ -444,13 +508,15 @@ class ClassCollector:
 
 
 def unannotated_images(index: ImageIndex, finder: ImageFinder, mode: Unannotated, where: str,
-                       report: Report, split: str | None = None) -> list[ImageRecord]:
+                       report: Report, split: str | None = None, *,
+                       exclude: Collection[Path] = ()) -> list[ImageRecord]:
     """Records for the images of ``index`` that no annotation claimed.
 
     ``mode="background"`` keeps them as background records (size from the header); ``"ignore"``
-    leaves them out. Either way one ``image_unannotated`` info finding counts them.
+    leaves them out. Either way one ``image_unannotated`` info finding counts them. Images in
+    ``exclude`` (files outside the dataset's layout, see `report_outside_layout`) are neither.
     """
-    orphans = [p for p in index.all() if not finder.is_claimed(p)]
+    orphans = [p for p in index.all() if not finder.is_claimed(p) and p not in exclude]
     if not orphans:
         return []
     fate = ("kept as background images" if mode == "background"

@@ -25,6 +25,13 @@ with the same stem. Images with no mask, or only all-zero masks, are background 
 ``mask_dir`` ending in ``mask_suffix + mask_ext`` are masks and never images, so images and masks
 may share a folder.
 
+Files outside the layout: when images share the mask folder in the per-class layout (Magnetic-tile),
+every sample lies in a class folder, so a file outside the class folders (the illustration
+``dataset.jpg`` / ``dataset.png`` beside the ``MT_*`` folders) is no image and no mask. Such files,
+the files in the image and mask folders that are neither (``Thumbs.db``, a note) and the files
+directly in the dataset folder that are not read (``README.md``, a licence) are left out and named
+in one ``file_outside_layout`` info finding. Hidden files and folders (``.git/``) are not looked at.
+
 Option combos for real datasets:
 
 * default (``images/`` + ``masks/<class>/<stem>.png``)::
@@ -39,7 +46,7 @@ Option combos for real datasets:
     mask_suffix: _mask
 
 * Magnetic-tile (``MT_Blowhole/Imgs/exp1_num_1.jpg`` beside ``exp1_num_1.png``; ``MT_Free`` masks
-  are empty)::
+  are empty; ``README.md`` and the illustration ``dataset.jpg`` / ``.png`` at the top are ignored)::
 
     image_dir: ""
     mask_dir: ""
@@ -80,7 +87,15 @@ from edgevision.core.io import is_image
 from edgevision.core.report import Report
 from edgevision.core.safeload import image_size
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, ClassCollector, files_under, header_size, sub_folder
+from edgevision.formats._readkit import (
+    CheckedObjects,
+    ClassCollector,
+    files_under,
+    header_size,
+    loose_files,
+    report_outside_layout,
+    sub_folder,
+)
 from edgevision.formats.base import Detection, Format, Options
 
 log = logging.getLogger(__name__)
@@ -225,7 +240,9 @@ class _ImageKeys:
 
 
 def _files(folder: Path, report: Report) -> Iterator[Path]:
-    return (p for p in files_under(folder, report) if not p.name.startswith("."))
+    """The files below ``folder``; hidden files and folders (``.git/``, ``.DS_Store``) left out."""
+    return (p for p in files_under(folder, report)
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _split_of(image_dir: str) -> str | None:
@@ -271,6 +288,9 @@ class _Reader:
     value_class: dict[int, str] = field(default_factory=dict)
     tally: Counter[str] = field(default_factory=Counter)
     first: dict[str, str] = field(default_factory=dict)
+    shared: Path | None = None
+    listed: set[Path] = field(default_factory=set)
+    rejected: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         o = self.opts
@@ -288,19 +308,29 @@ class _Reader:
         self.first.setdefault(code, where)
 
     # -- files ----------------------------------------------------------------------------------
+    def in_class_folder(self, folders: tuple[str, ...]) -> bool:
+        """Whether ``folders`` (a file's folders below the mask folder) hold the class folder ``class_level``."""
+        return -len(folders) <= self.opts.class_level < len(folders)
+
     def masks(self, mask_root: Path) -> list[_Mask]:
         end = (self.opts.mask_suffix + self.opts.mask_ext).lower()
+        if not self.opts.label_map_layout:
+            dirs = [sub_folder(self.root, d, "image_dir", self.report) for d in self.opts.image_dirs]
+            self.shared = mask_root if mask_root in dirs else None
         out = []
         for p in _files(mask_root, self.report):
+            self.listed.add(p)
             if not p.name.lower().endswith(end) or len(p.name) == len(end):
                 continue
             rel = p.relative_to(mask_root).as_posix()
             key = rel[: len(rel) - len(end)]
             folders = PurePosixPath(rel).parts[:-1]
-            level = self.opts.class_level
-            if self.opts.label_map_layout or -len(folders) <= level < len(folders):
-                out.append(_Mask(p, key, None if self.opts.label_map_layout else folders[level]))
+            if self.opts.label_map_layout or self.in_class_folder(folders):
+                out.append(_Mask(p, key, None if self.opts.label_map_layout else folders[self.opts.class_level]))
                 continue
+            if self.shared is not None:  # images beside masks: outside the class folders is no sample
+                continue
+            self.rejected.add(p)
             with self.report.guard(str(p)):
                 self.report.error("mask_class_missing", str(p),
                                   f"per-class layout expects <mask_dir>/<class>/<name>{end}, got {short_repr(rel, 100)}; "
@@ -313,16 +343,25 @@ class _Reader:
         A record name is the path below the image folder, or below the root when there are several
         image folders (MVTec AD's ``train/good/000.png`` and ``test/good/000.png`` stay distinct).
         """
-        is_mask = {m.path for m in masks}
+        is_mask = {m.path for m in masks} | self.rejected
         keys, found = _ImageKeys(), {}
         dirs = self.opts.image_dirs
         for rel in dirs:
             folder = sub_folder(self.root, rel, "image_dir", self.report)
             for p in _files(folder, self.report):
-                if is_image(p) and p not in is_mask and p not in found:
+                self.listed.add(p)
+                if not is_image(p) or p in is_mask or p in found:
+                    continue
+                if folder != self.shared or self.in_class_folder(p.relative_to(folder).parts[:-1]):
                     keys.add(p.relative_to(folder).with_suffix("").as_posix(), p)
                     found[p] = (p.relative_to(self.root if len(dirs) > 1 else folder).as_posix(), _split_of(rel))
         return keys, found
+
+    def outside_layout(self, masks: list[_Mask], images: dict[Path, tuple[str, str | None]]) -> list[Path]:
+        """Files listed in the image and mask folders, or directly in the dataset folder, that were
+        read neither as image nor as mask (nor reported as a misplaced mask)."""
+        used = set(images) | {m.path for m in masks} | self.rejected
+        return [p for p in (*self.listed, *loose_files(self.root)) if p not in used]
 
     def pair(self, masks: list[_Mask], keys: _ImageKeys) -> dict[Path, list[_Mask]]:
         out: dict[Path, list[_Mask]] = {}
@@ -490,6 +529,7 @@ class MasksFormat(Format):
                 rec = r.record(image, name, paired.get(image, []), split)
             if g.ok and rec is not None:
                 records.append(rec)
+        report_outside_layout(report, path, r.outside_layout(masks, images))
         r.finish_notes()
         log.info("read %d images (%d with masks) from %s", len(records), len(paired), path)
         return Dataset(labels=r.label_map(records), images=records, root=path, meta={"format": self.name})

@@ -1,7 +1,11 @@
 """RailSem19 frame JSON (read only).
 
-Layout: ``rs19_val/jsons/rs00000.json`` beside ``rs19_val/jpgs/rs00000.jpg``; pass ``rs19_val``
-(its parent, the ``jsons`` folder or one JSON file also work). One file per frame::
+Layout: ``rs19_val/jsons/rs00000.json`` beside ``rs19_val/jpgs/rs00000.jpg``; the published archive
+nests the folder name once more (``rs19_val/jsons/rs19_val/rs00000.json``, ``rs19_val/jpgs/rs19_val/``,
+``rs19_val/uint8/rs19_val/``), and both nestings are read, with the default options as with the
+recipe's. Pass ``rs19_val`` (its parent, the JSON folder, ``jsons/`` or one JSON file also work).
+The files beside the folders (``rs19-config.json``, a readme or licence) are no frames: they are
+left out and named in one ``file_outside_layout`` info finding. One file per frame::
 
     {"frame": "rs00000", "imgHeight": 1080, "imgWidth": 1920,
      "objects": [{"label": "track-signal-front", "boundingbox": [x1, y1, x2, y2]},
@@ -47,8 +51,10 @@ from edgevision.formats._readkit import (
     ClassCollector,
     declared_size,
     load_or_report,
+    loose_files,
     number_array,
     point_array,
+    report_outside_layout,
     safe_name,
     settle_size,
 )
@@ -73,6 +79,10 @@ class RailSem19ReadOptions(Options):
     classes: list[str] | None = None
     json_dir: str = "jsons"
     image_dir: str = "jpgs"
+
+
+_NESTED = "rs19_val"
+"""The folder the published archive repeats inside ``jsons/``, ``jpgs/`` and ``uint8/``."""
 
 
 def _is_frame(data: Any) -> bool:
@@ -110,6 +120,7 @@ class _Reader:
     classes: ClassCollector = field(init=False)
     skipped: Counter[str] = field(default_factory=Counter)
     widened: int = 0
+    used: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.classes = ClassCollector(self.opts.classes)
@@ -129,9 +140,11 @@ class _Reader:
         frame = safe_name(str(data["frame"]), where, report)
         image = self.index.find(f"{frame}.jpg") if frame else None  # any extension matches by stem
         if image is None:
+            folder = self.index.roots[0] if self.index.roots else self.opts.image_dir
             report.error("image_missing", where, f"image for frame {short_repr(data['frame'])} not found; expected "
-                                                 f"{self.opts.image_dir}/{short_text(str(data['frame']), 80)}.jpg")
+                                                 f"{folder}/{short_text(str(data['frame']), 80)}.jpg")
             return None
+        self.used.add(image)
         declared = declared_size(data.get("imgHeight"), data.get("imgWidth"), where, report,
                                  names=("imgHeight", "imgWidth"))
         size = settle_size(declared, image, where, report, check=False)
@@ -200,24 +213,56 @@ class _Reader:
                                                             "a box 1 pixel wide/high")
 
 
-def _layout(path: Path, opts: RailSem19ReadOptions) -> tuple[Path, list[Path]] | None:
-    """The dataset root and the frame JSON files for ``path``, or None when there are none.
+@dataclass(frozen=True)
+class _Layout:
+    """Where one read finds its files.
 
-    ``path`` may be the dataset folder (``rs19_val``), its parent, its ``json_dir`` or one file.
+    Attributes:
+        root: the dataset folder (``rs19_val``).
+        files: the frame JSONs to read, from ``json_dir`` or the archive's ``json_dir/rs19_val``.
+        nest: the archive's extra level below ``json_dir`` (``rs19_val``), or ``""``.
     """
-    json_dir = safe_relpath(opts.json_dir, "json_dir")
-    parts = PurePosixPath(json_dir).parts
 
-    def root_above(folder: Path) -> Path | None:
-        """The dataset root when ``folder`` is its ``json_dir``."""
-        return folder.parents[len(parts) - 1] if parts and folder.parts[-len(parts):] == parts else None
+    root: Path
+    files: list[Path]
+    nest: str = ""
+
+    def image_folder(self, image_dir: str) -> Path:
+        """``image_dir`` with the same extra level as the JSONs when it exists, else ``image_dir``, else the root."""
+        base = self.root / safe_relpath(image_dir, "image_dir") if image_dir.strip(" ./") else self.root
+        for folder in (base / self.nest if self.nest else None, base):
+            if folder is not None and folder.is_dir():
+                return folder
+        return self.root
+
+
+def _layout(path: Path, opts: RailSem19ReadOptions) -> _Layout | None:
+    """Where the dataset folder and its frame JSONs are for ``path``, or None when there are none.
+
+    ``path`` may be the dataset folder (``rs19_val``), its parent, its JSON folder (or a folder on
+    the way to it, ``jsons/``) or one file; the JSON folder is ``json_dir`` or, as in the published
+    archive, ``json_dir/rs19_val``.
+    """
+    json_dir = safe_relpath(opts.json_dir, "json_dir") if opts.json_dir.strip(" ./") else ""
+    parts = PurePosixPath(json_dir).parts
+    tails = (parts, (*parts, _NESTED)) if parts else ()
 
     if path.is_file():
-        return root_above(path.parent) or path.parent, [path]
-    for root in (path, path / "rs19_val", root_above(path)):
-        files = sorted(p for p in (root / json_dir).glob("*.json") if p.is_file()) if root is not None else []
-        if root is not None and files:
-            return root, files
+        folder = path.parent
+        for tail, nest in zip(tails, ("", _NESTED)):
+            if len(folder.parts) > len(tail) and folder.parts[-len(tail):] == tail:
+                return _Layout(folder.parents[len(tail) - 1], [path], nest)
+        return _Layout(folder, [path])
+    roots = [path, path / _NESTED]
+    for tail in tails:  # ``path`` is the JSON folder or a folder on the way to it: the root is above
+        roots += [path.parents[k - 1] for k in range(len(tail), 0, -1)
+                  if len(path.parts) > k and path.parts[-k:] == tail[:k]]
+    for root in dict.fromkeys(roots):
+        for nest in ("", _NESTED):
+            folder = root / json_dir / nest if nest else root / json_dir
+            files = sorted(p for p in folder.glob("*.json") if p.is_file())
+            if files:
+                return _Layout(root, files, nest)
     return None
 
 
@@ -234,30 +279,37 @@ class RailSem19Format(Format):
         found = _layout(path, RailSem19ReadOptions())
         if found is None:
             return None
+        first = found.files[0]
         try:
-            ok = _is_frame(load_json(found[1][0]))
+            ok = _is_frame(load_json(first))
         except DatasetError:  # an unreadable or malformed file simply does not match
             return None
-        return Detection(0.9, f"RailSem19 frame JSON ({found[1][0].name}: 'frame', 'objects')") if ok else None
+        where = first.relative_to(path).as_posix() if first.is_relative_to(path) else first.name
+        return Detection(0.9, f"RailSem19 frame JSON ({where}: 'frame', 'objects')") if ok else None
 
     def read(self, path: Path, options: Options, report: Report) -> Dataset:
         assert isinstance(options, RailSem19ReadOptions)
         found = _layout(path, options)
         if found is None:
-            report.fatal("format_mismatch", str(path), f"no RailSem19 frame JSONs found; expected "
-                                                       f"{options.json_dir}/*.json beside {options.image_dir}/")
-        root, files = found  # type: ignore[misc]
-        images = root / safe_relpath(options.image_dir, "image_dir")
-        index = ImageIndex(images if images.is_dir() else root)
-        r = _Reader(options, report, index)
+            json_dir = options.json_dir.strip("/")
+            nested = "" if PurePosixPath(json_dir).name == _NESTED else f" or {json_dir}/{_NESTED}/*.json"
+            report.fatal("format_mismatch", str(path), f"no RailSem19 frame JSONs found; expected {json_dir}/*.json"
+                                                       f"{nested} in this folder or in its {_NESTED}/; pass the "
+                                                       f"{_NESTED} folder or set the option json_dir")
+        assert found is not None
+        root = found.root
+        r = _Reader(options, report, ImageIndex(found.image_folder(options.image_dir)))
         records: list[ImageRecord] = []
-        for f in files:
+        for f in found.files:
             g = report.guard(str(f))
             with g:
                 rec = r.read_file(f)
             if g.ok and rec is not None:
                 records.append(rec)
         r.finish_notes(str(root))
+        if not path.is_file():
+            used = r.used | set(found.files)
+            report_outside_layout(report, root, [p for p in loose_files(root) if p not in used])
         log.info("read %d RailSem19 frames from %s", len(records), root)
         return Dataset(labels=r.classes.finish(records), images=records, root=root, meta={"format": self.name})
 

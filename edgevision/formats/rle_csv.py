@@ -13,7 +13,9 @@ numbered in column-major order (top to bottom, then left to right), so pixel ``i
 mask is split into connected components, one object each (``instances: components``), or kept as
 one object per image and class (``one_per_row``); each object gets an `RLE` shape (COCO) and its
 tight pixel box. Images in the image folder that the CSV does not mention, or only with empty
-``EncodedPixels``, are background (defect-free) images.
+``EncodedPixels``, are background (defect-free) images. When a folder is read, the files beside
+the CSV that are not read (Kaggle's ``sample_submission.csv``, a README) are named in one
+``file_outside_layout`` info finding; other folders (``test_images/``) are not looked at.
 
 Bad input, each a one-line error naming the CSV line and ImageId: an odd number of values, a
 non-numeric value, a start below 1 or a length below 1, a run past the end of the image, a line
@@ -49,7 +51,16 @@ from edgevision.core.io import ImageIndex, safe_relpath
 from edgevision.core.report import Report
 from edgevision.core.safeload import MAX_IMAGE_PIXELS
 from edgevision.formats import register_format
-from edgevision.formats._readkit import CheckedObjects, header_size, read_head, safe_name, sub_folder
+from edgevision.formats._readkit import (
+    CheckedObjects,
+    found_below,
+    header_size,
+    loose_files,
+    read_head,
+    report_outside_layout,
+    safe_name,
+    sub_folder,
+)
 from edgevision.formats.base import Detection, Format, Options
 from edgevision.formats.masks import mask_components
 
@@ -159,7 +170,8 @@ def _find_csv(path: Path, opts: RleCsvReadOptions, report: Report) -> Path:
         found = sorted(p for p in path.glob("*.csv") if p.is_file())
         f = path / "train.csv" if (path / "train.csv").is_file() or len(found) != 1 else found[0]
     if not f.is_file():
-        report.fatal("file_missing", str(f), "RLE CSV not found; pass the CSV file or set the option 'csv'")
+        hint = found_below(path, f.relative_to(path).as_posix(), "file")
+        report.fatal("file_missing", str(f), f"RLE CSV not found; pass the CSV file or set the option 'csv'{hint}")
     return f
 
 
@@ -325,6 +337,9 @@ class RleCsvFormat(Format):
         if r.dropped:
             report.info("component_small", str(csv_path),
                         f"{r.dropped} components smaller than min_area={options.min_area} pixels dropped")
+        if path.is_dir():  # beside the CSV: Kaggle's sample_submission.csv, a README
+            data = {csv_path, *index.all()}
+            report_outside_layout(report, root, [p for p in loose_files(root) if p not in data])
         log.info("read %d images from %s", len(records), csv_path)
         return Dataset(labels=labels, images=records, root=root, meta={"format": self.name})
 

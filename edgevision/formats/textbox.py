@@ -36,7 +36,10 @@ listed label files are read, each list line holding ``label`` or ``image label``
 the list file; a listed image name is passed through ``image_suffix``) and the list's key is the
 split. Images that no label file names are background images by default, but are ignored when
 ``image_suffix`` or ``list_files`` is set (DeepPCB's ``_temp.jpg`` templates are not samples); the
-option ``unannotated_images`` overrides this.
+option ``unannotated_images`` overrides this. Files directly in the dataset folder that are not
+read (a README, an illustration; any image there when ``list_files`` is set) are named in one
+``file_outside_layout`` info finding. A list file missing from the folder given but found in a
+folder below it (``PCBData/`` in a clone of the DeepPCB repository) is named in the error.
 
 The format is not detected (plain text says too little); choose it with ``--from textbox`` or a
 recipe.
@@ -57,7 +60,7 @@ from pydantic import Field, field_validator
 from edgevision.core.boxes import as_boxes, cxcywh_norm_to_xyxy, xywh_to_xyxy
 from edgevision.core.dataset import Dataset, ImageRecord, LabelMap
 from edgevision.core.errors import FileAccessError, UnknownNameError, short_repr
-from edgevision.core.io import IMAGE_EXTS, ImageIndex, safe_relpath
+from edgevision.core.io import IMAGE_EXTS, ImageIndex, is_image, safe_relpath
 from edgevision.core.report import Report
 from edgevision.formats import register_format
 from edgevision.formats._readkit import (
@@ -67,8 +70,11 @@ from edgevision.formats._readkit import (
     Unannotated,
     files_under,
     flag_value,
+    found_below,
     header_size,
+    loose_files,
     normalize_split,
+    report_outside_layout,
     scalar_value,
     sub_folder,
     unannotated_images,
@@ -225,6 +231,7 @@ class _Reader:
     table: dict[str, str] | None = field(init=False)
     source_ids: list[int] | None = field(init=False)
     ignored: Counter[str] = field(default_factory=Counter)
+    read_files: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         o = self.opts
@@ -243,10 +250,12 @@ class _Reader:
     # -- what to read ---------------------------------------------------------------------------
     def items(self) -> list[_Item]:
         if self.opts.list_files:
-            return [it for split, rel in self.opts.list_files.items() for it in self._listed(split, rel)]
-        ext = self.opts.label_ext.lower()
-        files = [p for p in files_under(self.label_root, self.report) if p.name.lower().endswith(ext)]
-        return [self._item(p) for p in files]
+            out = [it for split, rel in self.opts.list_files.items() for it in self._listed(split, rel)]
+        else:
+            ext = self.opts.label_ext.lower()
+            out = [self._item(p) for p in files_under(self.label_root, self.report) if p.name.lower().endswith(ext)]
+        self.read_files.update(it.label for it in out)
+        return out
 
     def _item(self, label: Path, split: str | None = None) -> _Item:
         """A label file paired by mirroring its place under ``label_dir`` into ``image_dir``."""
@@ -257,7 +266,10 @@ class _Reader:
     def _listed(self, split: str, rel: str) -> list[_Item]:
         lst = self.root / safe_relpath(rel, f"list_files.{split}")
         if not lst.is_file():
-            self.report.fatal("file_missing", str(lst), f"list file for split '{split}' not found")
+            hint = (found_below(self.root, lst.relative_to(self.root).as_posix(), "file")
+                    or "; pass the folder that holds it or set the option list_files")
+            self.report.fatal("file_missing", str(lst), f"list file for split '{split}' not found{hint}")
+        self.read_files.add(lst)
         try:
             lines = lst.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as e:
@@ -386,6 +398,14 @@ class _Reader:
             return []
         return unannotated_images(self.index, self.finder, mode, str(self.image_root), self.report)
 
+    def outside_layout(self) -> list[Path]:
+        """The files directly in the dataset folder that were not read: not a list file, a label file
+        or a paired image, nor (images found in that folder itself, no list files) a possible
+        unannotated image."""
+        candidates = self.image_root == self.root and not self.opts.list_files
+        return [p for p in loose_files(self.root)
+                if p not in self.read_files and not self.finder.is_claimed(p) and not (candidates and is_image(p))]
+
     def label_map(self, records: list[ImageRecord]) -> LabelMap:
         labels = self.classes.finish(records)
         if self.ignored:
@@ -417,6 +437,7 @@ class TextboxFormat(Format):
             if g.ok and rec is not None:
                 records.append(rec)
         records += r.unannotated()
+        report_outside_layout(report, path, r.outside_layout())
         log.info("read %d images with text boxes from %s", len(records), path)
         return Dataset(labels=r.label_map(records), images=records, root=path, meta={"format": self.name})
 

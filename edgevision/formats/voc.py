@@ -20,6 +20,10 @@ Layouts read:
     Annotation folders are looked for in the given folder and two levels below it. The reader
     option ``split_dirs`` sets the split of each annotation folder, e.g.
     ``{ANNOTATIONS: train, Validation_Annotations: val}``.
+    Files directly in the given folder that are not read (a README, a licence, an illustration such
+    as GC10-DET's ``defects examples.png`` when that folder holds no annotation XML and none of the
+    dataset's images) are outside the layout: never background images, named in one
+    ``file_outside_layout`` info finding.
 
 Quirks handled (each an info finding): a ``<filename>`` without extension, with another case or
 extension, or holding a path (found through `ImageIndex`); an unusable ``<filename>`` (the XML's
@@ -63,9 +67,11 @@ from edgevision.formats._readkit import (
     flag_value,
     head_matches,
     load_or_report,
+    loose_files,
     normalize_split,
     parse_xml_file,
     read_each,
+    report_outside_layout,
     safe_name,
     scalar_value,
     settle_size,
@@ -163,6 +169,18 @@ def _image_dir(ann_dir: Path, root: Path) -> Path:
         level = level.parent
     siblings = {d.name.lower(): d for d in ann_dir.parent.iterdir() if d.is_dir() and d != ann_dir}
     return next((siblings[t] for t in _IMG_TOKENS if t in siblings), ann_dir.parent)
+
+
+def _outside_layout(root: Path, folders: list[_AnnFolder], finder: ImageFinder) -> set[Path]:
+    """The files directly in ``root`` that are not part of the dataset (call after reading the XMLs).
+
+    A file is part of it when it was read as an annotation or claimed as an image; an unclaimed
+    image is too (an unannotated image) when ``root`` itself holds annotation XMLs or claimed images.
+    """
+    loose = loose_files(root)
+    read = {f for folder in folders if folder.path == root for f in folder.files}
+    holds_data = bool(read) or any(finder.is_claimed(p) for p in loose)
+    return {p for p in loose if p not in read and not finder.is_claimed(p) and not (holds_data and is_image(p))}
 
 
 def _set_splits(tree: Path, report: Report) -> dict[str, str]:
@@ -340,10 +358,12 @@ class VocFormat(Format):
         items = [(xml, folder) for folder in folders for xml in folder.files]
         records = read_each(items, lambda it: str(it[0]), lambda it: r.read_file(*it), report)
         if not path.is_file():
+            outside = _outside_layout(root, folders, r.finder)
             for index in {id(f.index): f.index for f in folders}.values():
                 split = {f.split for f in folders if f.index is index}
                 records += unannotated_images(index, r.finder, options.unannotated_images, str(index.roots[0]),
-                                              report, split.pop() if len(split) == 1 else None)
+                                              report, split.pop() if len(split) == 1 else None, exclude=outside)
+            report_outside_layout(report, root, outside)
         log.info("read %d VOC images from %s", len(records), path)
         return Dataset(labels=r.classes.finish(records), images=records, root=root, meta={"format": self.name})
 

@@ -13,7 +13,7 @@ from edgevision.core import ConfigError, Dataset, DatasetError, Polygon
 from edgevision.formats import get_format
 from edgevision.formats.masks import Component, foreground, mask_components
 from tests.formats.conformance import FormatConformance, by_basename, write_image
-from tests.formats.format_io import read_as
+from tests.formats.format_io import ignored_files, read_as
 
 
 def write_mask(path: Path, mask: np.ndarray) -> Path:
@@ -276,6 +276,51 @@ def test_magnetic_tile_layout(tmp_path: Path) -> None:
     assert recs["MT_Blowhole/Imgs/exp1_num_1.jpg"].boxes.tolist() == [[3, 3, 9, 9]]
     assert recs["MT_Free/Imgs/exp1_num_1.jpg"].is_background
     assert ds.labels.names == ["blowhole"]
+
+
+def magnetic_tile_repo(root: Path) -> Path:
+    """The Magnetic-tile repository as cloned: MT_* class folders, README.md and the illustration
+    dataset.jpg / dataset.png at the top, a Thumbs.db in a class folder and the clone's .git/."""
+    for folder, boxes in (("MT_Blowhole", [[3, 3, 9, 9]]), ("MT_Free", [])):
+        write_image(root / folder / "Imgs" / "exp1_num_1.jpg", (24, 30))
+        write_mask(root / folder / "Imgs" / "exp1_num_1.png", box_mask((24, 30), boxes))
+    (root / "README.md").write_text("# Magnetic-tile-defect-datasets.\n", encoding="utf-8")
+    write_image(root / "dataset.jpg", (40, 60))
+    write_mask(root / "dataset.png", box_mask((40, 60), [[1, 1, 30, 30]]))
+    (root / "MT_Free" / "Imgs" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    write_mask(root / ".git" / "objects" / "logo.png", box_mask((8, 8), [[1, 1, 4, 4]]))
+    return root
+
+
+MT_OPTIONS = {"image_dir": "", "mask_dir": "", "class_names": {"MT_Blowhole": "blowhole"}, "classes": ["blowhole"]}
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip", "keep"])
+def test_magnetic_tile_files_outside_the_class_folders_are_ignored_and_named(tmp_path: Path, on_error: str) -> None:
+    ds, report = read(magnetic_tile_repo(tmp_path / "repo"), on_error, **MT_OPTIONS)
+    assert [f.code for f in report.findings] == ["file_outside_layout"]
+    assert ignored_files(report) == ["MT_Free/Imgs/Thumbs.db", "README.md", "dataset.jpg", "dataset.png"]
+    assert sorted(r.name for r in ds.images) == ["MT_Blowhole/Imgs/exp1_num_1.jpg", "MT_Free/Imgs/exp1_num_1.jpg"]
+    assert ds.num_objects == 1 and ds.class_counts() == {"blowhole": 1}
+
+
+def test_files_beside_the_image_and_mask_folders_are_named_not_read(tmp_path: Path) -> None:
+    write_image(tmp_path / "images" / "a.jpg", (20, 20))
+    write_mask(tmp_path / "masks" / "crack" / "a.png", box_mask((20, 20), [[1, 1, 5, 5]]))
+    (tmp_path / "masks" / "crack" / "notes.txt").write_text("relabelled 2021", encoding="utf-8")
+    (tmp_path / "LICENSE").write_text("CC-BY-4.0", encoding="utf-8")
+    write_image(tmp_path / "overview.png", (10, 10))
+    ds, report = read(tmp_path)
+    assert [r.name for r in ds.images] == ["a.jpg"] and ds.num_objects == 1
+    assert ignored_files(report) == ["LICENSE", "masks/crack/notes.txt", "overview.png"]
+
+
+def test_misplaced_mask_in_the_image_folder_is_reported_once_never_an_image(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", (20, 20))
+    write_mask(tmp_path / "masks" / "a.png", box_mask((20, 20), [[1, 1, 5, 5]]))
+    ds, report = read(tmp_path, on_error="skip", image_dir="")
+    assert [r.name for r in ds.images] == ["a.jpg"] and ds.images[0].is_background
+    assert [f.code for f in report.findings] == ["mask_class_missing"]
 
 
 def test_class_from_parent_folder(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from edgevision.core import Dataset, DatasetError, Polygon, Polyline
 from edgevision.formats import detect_format, get_format
 from tests.formats.conformance import FormatConformance, by_basename, write_image
-from tests.formats.format_io import read_as
+from tests.formats.format_io import ignored_files, read_as
 
 RAIL = {"label": "rail", "polyline-pair": [[[10, 47], [20, 20]], [[30, 47], [25, 20]]]}
 GUARD = {"label": "guardrail", "polyline": [[0, 40], [30, 40], [60, 30]]}
@@ -111,6 +111,46 @@ def test_nested_archive_layout(tmp_path: Path, which: str) -> None:
     path = {"root": root, "jsons": f.parent, "file": f}[which]
     ds, _ = read(path, json_dir="jsons/rs19_val", image_dir="jpgs/rs19_val")
     assert ds.root == root and [r.name for r in ds.images] == ["rs00011.jpg"] and len(ds.images[0]) == 1
+
+
+def rs19_archive(tmp_path: Path) -> Path:
+    """``rs19_val.zip`` as unpacked: jsons/, jpgs/ and uint8/ each nest rs19_val/ again, and
+    rs19-config.json lies beside them."""
+    root = tmp_path / "rs19_val"
+    for k, name in enumerate(("rs00011", "rs00012")):
+        write_image(root / "jpgs" / "rs19_val" / f"{name}.jpg", (48, 64), seed=k)
+        write_image(root / "uint8" / "rs19_val" / f"{name}.png", (48, 64), seed=10 + k)  # dense label map: not read
+        (root / "jsons" / "rs19_val").mkdir(parents=True, exist_ok=True)
+        objects = [{"label": "car", "boundingbox": [1, 1, 5 + k, 5]}, RAIL]
+        (root / "jsons" / "rs19_val" / f"{name}.json").write_text(json.dumps(frame(name, (48, 64), objects)))
+    (root / "rs19-config.json").write_text(json.dumps({"labels": [{"name": "road"}]}), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("which", ["root", "parent", "jsons", "jsons/rs19_val"])
+def test_archive_nesting_is_read_with_the_default_options(tmp_path: Path, which: str) -> None:
+    root = rs19_archive(tmp_path)
+    path = {"root": root, "parent": tmp_path, "jsons": root / "jsons", "jsons/rs19_val": root / "jsons" / "rs19_val"}[which]
+    fmt, detection = detect_format(path)
+    assert fmt.name == "railsem19" and "rs00011.json" in detection.reason
+    ds, report = read(path)
+    assert ds.root == root and [r.name for r in ds.images] == ["rs00011.jpg", "rs00012.jpg"]
+    assert [r.path for r in ds.images] == [root / "jpgs" / "rs19_val" / f"rs0001{k}.jpg" for k in (1, 2)]
+    assert [r.boxes.tolist() for r in ds.images] == [[[1, 1, 5, 5]], [[1, 1, 6, 5]]] and ds.labels.names == ["car"]
+    assert ignored_files(report) == ["rs19-config.json"]
+    assert report.counts() == {"object_skipped": 1, "file_outside_layout": 1}
+
+
+def test_no_frames_names_both_nestings_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "jsons" / "other").mkdir(parents=True)
+    (tmp_path / "jsons" / "other" / "rs00000.json").write_text(json.dumps(frame("rs00000", (8, 8), [])))
+    with pytest.raises(DatasetError) as e:
+        read(tmp_path)
+    msg = str(e.value)
+    assert e.value.code == "format_mismatch" and str(tmp_path) in msg and "\n" not in msg
+    assert "expected jsons/*.json or jsons/rs19_val/*.json" in msg and "pass the rs19_val folder" in msg
+    with pytest.raises(DatasetError, match=r"expected jsons/rs19_val/\*\.json in this folder or in its rs19_val/;"):
+        read(tmp_path, json_dir="jsons/rs19_val")
 
 
 def test_missing_size_is_read_from_the_image(tmp_path: Path) -> None:

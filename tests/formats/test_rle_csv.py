@@ -12,7 +12,7 @@ from edgevision.core import RLE, Dataset, DatasetError
 from edgevision.formats import get_format
 from edgevision.formats.rle_csv import decode_runs, parse_runs
 from tests.formats.conformance import FormatConformance, by_basename, write_image
-from tests.formats.format_io import read_as
+from tests.formats.format_io import ignored_files, read_as
 
 
 def runs_for_boxes(size_hw: tuple[int, int], boxes: list[list[int]]) -> str:
@@ -205,6 +205,27 @@ def test_bad_header_is_fatal(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="ImageId,ClassId,EncodedPixels") as e:
         read(tmp_path, on_error="keep")
     assert e.value.code == "csv_malformed"
+
+
+def test_kaggle_download_sample_submission_is_named_and_test_images_not_read(tmp_path: Path) -> None:
+    root = dataset(tmp_path / "severstal-steel-defect-detection", f"a.jpg,1,{runs_for_boxes((8, 10), [[1, 1, 4, 4]])}\n",
+                   {"a.jpg": (8, 10), "b.jpg": (8, 10)})
+    (root / "sample_submission.csv").write_text("ImageId,EncodedPixels,ClassId\nt.jpg,1 1,0\n", encoding="utf-8")
+    write_image(root / "test_images" / "t.jpg", (8, 10))
+    ds, report = read(root)
+    assert sorted(r.name for r in ds.images) == ["a.jpg", "b.jpg"] and ds.num_objects == 1
+    assert ignored_files(report) == ["sample_submission.csv"]
+    assert ignored_files(read(root / "train.csv")[1]) == []  # one file given: nothing beside it is looked at
+
+
+def test_csv_in_the_folder_below_names_that_folder(tmp_path: Path) -> None:
+    dataset(tmp_path / "severstal", "a.jpg,1,1 2\n")
+    with pytest.raises(DatasetError) as e:
+        read(tmp_path)
+    msg = str(e.value)
+    assert e.value.code == "file_missing" and str(tmp_path / "train.csv") in msg and "\n" not in msg
+    assert msg.endswith("RLE CSV not found; pass the CSV file or set the option 'csv'; found in the sub-folder "
+                        "severstal: pass that folder")
 
 
 def test_detect(tmp_path: Path) -> None:

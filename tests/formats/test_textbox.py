@@ -11,7 +11,7 @@ import pytest
 from edgevision.core import ConfigError, Dataset, DatasetError
 from edgevision.formats import get_format
 from tests.formats.conformance import FormatConformance, by_basename, write_image
-from tests.formats.format_io import read_as
+from tests.formats.format_io import ignored_files, read_as
 
 read = partial(read_as, "textbox")
 
@@ -92,6 +92,59 @@ def test_deeppcb_with_list_files(tmp_path: Path) -> None:
                                                  "group12000/12000/12000000_test.jpg"]
     assert [r.split for r in ds.images] == ["train", "train", "test"]
     assert ds.class_counts() == {"open": 3, "short": 0, "mousebite": 3}
+
+
+DEEPPCB = {"columns": ["x1", "y1", "x2", "y2", "class"], "image_suffix": "{stem}_test.jpg",
+           "class_names": {1: "open", 2: "short"}, "list_files": {"train": "trainval.txt", "test": "test.txt"}}
+
+
+def deeppcb_clone(root: Path) -> Path:
+    """A clone of the DeepPCB repository: README.md, fig/ and PCBData/ with one tested image."""
+    (root / "fig").mkdir(parents=True)
+    write(root / "README.md", "# DeepPCB\n")
+    pcb = root / "PCBData"
+    write_image(pcb / "group00041" / "00041" / "00041000_test.jpg", (64, 64))
+    write_image(pcb / "group00041" / "00041" / "00041000_temp.jpg", (64, 64))
+    write(pcb / "group00041" / "00041_not" / "00041000.txt", "10 10 20 30 1\n")
+    write(pcb / "trainval.txt", "group00041/00041/00041000.jpg group00041/00041_not/00041000.txt\n")
+    write(pcb / "test.txt", "")
+    return root
+
+
+def test_deeppcb_clone_root_names_the_folder_to_pass(tmp_path: Path) -> None:
+    root = deeppcb_clone(tmp_path / "DeepPCB")
+    with pytest.raises(DatasetError) as e:
+        read(root, **DEEPPCB)
+    msg = str(e.value)
+    assert e.value.code == "file_missing" and str(root / "trainval.txt") in msg and "\n" not in msg
+    assert "list file for split 'train' not found; found in the sub-folder PCBData: pass that folder" in msg
+    ds, report = read(root / "PCBData", **DEEPPCB)
+    assert [r.name for r in ds.images] == ["group00041/00041/00041000_test.jpg"] and ds.num_objects == 1
+    assert ignored_files(report) == []
+
+
+def test_missing_list_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"list file for split 'train' not found; pass the folder that holds it "
+                                           r"or set the option list_files$"):
+        read(tmp_path, list_files={"train": "train.txt"})
+
+
+def test_files_beside_the_lists_are_named_never_read(tmp_path: Path) -> None:
+    pcb = deeppcb_clone(tmp_path / "DeepPCB") / "PCBData"
+    write(pcb / "README.txt", "PCB images\n")
+    write_image(pcb / "overview.jpg", (20, 20))
+    ds, report = read(pcb, **DEEPPCB)
+    assert len(ds) == 1 and ignored_files(report) == ["README.txt", "overview.jpg"]
+
+
+def test_images_beside_the_labels_without_list_files_stay_samples(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", (20, 20))
+    write_image(tmp_path / "b.jpg", (20, 20))
+    write(tmp_path / "a.txt", "1 2 10 12 1\n")
+    write(tmp_path / "README.md", "x")
+    ds, report = read(tmp_path)
+    assert [r.name for r in ds.images] == ["a.jpg", "b.jpg"] and ds.images[1].is_background
+    assert ignored_files(report) == ["README.md"]
 
 
 def test_bad_list_lines(tmp_path: Path) -> None:

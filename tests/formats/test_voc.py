@@ -15,7 +15,7 @@ from edgevision.core.errors import ConfigError
 from edgevision.formats import WriteOptions, detect_format, get_format
 from edgevision.formats.base import Losses
 from tests.formats.conformance import FormatConformance, write_image
-from tests.formats.format_io import read_as
+from tests.formats.format_io import ignored_files, read_as
 from tests.helpers import shared_data
 
 NEU_DET = shared_data("neu-det")
@@ -335,6 +335,52 @@ def test_unannotated_images(tmp_path: Path, mode: str, names: list[str]) -> None
     assert all(r.is_background for r in ds.images)
 
 
+@pytest.mark.parametrize("mode", ["ignore", "background"])
+def test_illustration_beside_the_folders_is_outside_the_layout_not_unannotated(tmp_path: Path, mode: str) -> None:
+    """GC10-DET: XMLs in 'lable/', images in class folders; the folder read also holds a README and
+    an illustration. The image index is the whole folder, yet the illustration is no sample."""
+    root = tmp_path / "GC10-DET"
+    make_voc(root, {"img_01_1": voc_xml("img_01_1.jpg", (64, 32), [{"name": "1_chongkong", "box": (1, 1, 9, 9)}])},
+             {"img_01_1.jpg": (32, 64)}, ann="lable", img="1")
+    write_image(root / "2" / "img_02_7.jpg", (32, 64))  # never labelled
+    write_image(root / "defects examples.png", (40, 90))
+    (root / "README.md").write_text("# GC10-DET\n", encoding="utf-8")
+    ds, report = read(root, unannotated_images=mode)
+    assert sorted(r.name for r in ds.images) == (["1/img_01_1.jpg"] if mode == "ignore"
+                                                 else ["1/img_01_1.jpg", "2/img_02_7.jpg"])
+    assert ignored_files(report) == ["README.md", "defects examples.png"]
+    [unannotated] = [f for f in report.findings if f.code == "image_unannotated"]
+    assert unannotated.message.startswith("1 image(s)") and "img_02_7.jpg" in unannotated.message
+
+
+def test_labelimg_folder_keeps_its_unannotated_images_and_names_the_rest(tmp_path: Path) -> None:
+    """XMLs beside their images: an image there without XML is an unannotated sample, a README is not."""
+    root = make_voc(tmp_path / "flat", {"a": voc_xml("a.jpg", (64, 48), [])}, {"a.jpg": (48, 64), "b.jpg": (48, 64)},
+                    ann=".", img=".")
+    (root / "classes.txt").write_text("pit\n", encoding="utf-8")
+    (root / ".DS_Store").write_bytes(b"\0")
+    ds, report = read(root, unannotated_images="background")
+    assert [r.name for r in ds.images] == ["a.jpg", "b.jpg"] and report.counts()["image_unannotated"] == 1
+    assert ignored_files(report) == ["classes.txt"]
+
+
+def test_many_files_outside_the_layout_are_counted_and_eight_shown(tmp_path: Path) -> None:
+    root = neu_like(tmp_path / "neu")
+    for k in range(11):
+        (root / f"note_{k:02d}.txt").write_text("x", encoding="utf-8")
+    _, report = read(root)
+    [f] = [f for f in report.findings if f.code == "file_outside_layout"]
+    assert f.where == str(root) and f.message == ("ignored 11 files outside the dataset layout: note_00.txt, note_01.txt, "
+                                                  "note_02.txt, note_03.txt, note_04.txt, note_05.txt, note_06.txt, "
+                                                  "note_07.txt and 3 more")
+
+
+def test_one_annotation_file_reports_nothing_beside_it(tmp_path: Path) -> None:
+    root = make_voc(tmp_path / "flat", {"a": voc_xml("a.jpg", (64, 48), [])}, {"a.jpg": (48, 64)}, ann=".", img=".")
+    (root / "README.md").write_text("x", encoding="utf-8")
+    assert ignored_files(read(root / "a.xml")[1]) == [] and ignored_files(read(root)[1]) == ["README.md"]
+
+
 def test_cvat_xml_is_not_voc(tmp_path: Path) -> None:
     (tmp_path / "annotations.xml").write_text("<annotations><version>1.1</version></annotations>")
     assert get_format("voc").detect(tmp_path) is None
@@ -418,4 +464,5 @@ def test_neu_det_filename_quirks_and_splits(neu_det) -> None:
     assert all("missing file extension" in f.message for f in quirks)
     assert {Path(f.where).name.rsplit("_", 1)[0] for f in main} == {"patches", "pitted_surface"}
     assert {s: len(ds.split(s)) for s in ds.splits} == {"train": 1770, "val": 30}
-    assert {f.code for f in report.findings} == {"image_name_quirk"}
+    loose = [p for p in NEU_DET.iterdir() if p.is_file()]  # the copy's SOURCE.md: outside the dataset layout
+    assert {f.code for f in report.findings} == {"image_name_quirk"} | ({"file_outside_layout"} if loose else set())
