@@ -291,8 +291,8 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "predict", "quantize",
-                 "serve", "reliability")
+DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "adopt", "predict",
+                 "quantize", "serve", "reliability")
 """Dataset tools and training, one module each in `edgevision.commands` exposing a typer function ``command``."""
 
 

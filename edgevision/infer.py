@@ -203,9 +203,11 @@ def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, ti
             d = det(frame.image, conf=conf, iou=iou, max_det=max_det)
         return d.to_record(frame.name, path=frame.path)
 
+    note = det.describe()["note"]  # what was read and assumed for a file EdgeVision did not export
     return OpenModel(labels, "onnx", det.metadata.class_thresholds(), detect,
                      f"{model} (ONNX {det.metadata.output.layout}, {det.metadata.precision}; "
-                     f"providers {', '.join(det.providers)})", tiled=tile is not None, rules=det.operating_rules)
+                     f"providers {', '.join(det.providers)})" + (f"; {note}" if note else ""),
+                     tiled=tile is not None, rules=det.operating_rules)
 
 
 def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:

@@ -33,7 +33,7 @@ from edgevision.commands._present import check_choice, err, out, progress_bars
 
 
 def command(
-    model: Path = typer.Argument(..., help="ONNX model (edgevision export), run folder or .pt."),
+    model: Path = typer.Argument(..., help="ONNX model (edgevision export / adopt, or an Ultralytics export), run folder or .pt."),
     source: str = typer.Argument(..., help="Image, folder, glob pattern (quoted) or video file."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder (created; refused when it exists, see --overwrite)."),
     conf: float | None = typer.Option(None, "--conf", min=0.0, max=1.0,

@@ -20,7 +20,7 @@ from edgevision.commands._present import err, out, progress_bars
 
 
 def command(
-    model: Path = typer.Argument(..., help="The FP32 .onnx written by `edgevision export`."),
+    model: Path = typer.Argument(..., help="The FP32 .onnx written by `edgevision export` (or adopt), or an Ultralytics ONNX export."),
     calib: Path = typer.Option(..., "--calib", help="Dataset with a train split (calibration) and a val split "
                                "(accuracy check)."),
     out_path: Path = typer.Option(..., "--out", help="The INT8 ONNX file to write (ends in .onnx)."),

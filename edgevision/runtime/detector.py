@@ -1,7 +1,8 @@
 """`Detector`: an ONNX model written by ``edgevision export``, run with onnxruntime, numpy and OpenCV only.
 
 The model's ``edgevision`` metadata (`ModelMetadata`) says how to build the input tensor and how to
-read the outputs; ``deploy/PROCESSING.md`` is the same contract in language-neutral terms. A
+read the outputs (for a foreign file, an Ultralytics export without it, `edgevision.runtime.foreign`
+derives the same document from Ultralytics' metadata and the graph); ``deploy/PROCESSING.md`` is the same contract in language-neutral terms. A
 `Detector` holds no mutable state after construction: one instance may serve several threads.
 """
 
@@ -105,18 +106,25 @@ def _open_session(path: Path, providers: list[str], threads: int | None) -> ort.
 
 
 def _metadata_of(session: ort.InferenceSession, path: Path) -> ModelMetadata:
+    """The EdgeVision metadata, or for a file without it (an Ultralytics export, `edgevision.runtime.foreign`)
+    the same document read from the exporter's metadata and the graph, with its assumptions in ``source``."""
     props = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in props:
-        raise ModelFormatError(f"{path}: no EdgeVision metadata (key '{METADATA_KEY}'); an ONNX file from another "
-                               "exporter lacks it: export the model with `edgevision export`")
-    return ModelMetadata.from_json(props[METADATA_KEY], where=str(path))
+    if METADATA_KEY in props:
+        return ModelMetadata.from_json(props[METADATA_KEY], where=str(path))
+    from edgevision.runtime.foreign import GraphInfo, foreign_metadata, origin_note
+
+    meta = foreign_metadata(props, GraphInfo.of(session), str(path))
+    log.info("%s: %s", path, origin_note(meta))
+    return meta
 
 
 def read_metadata(path: Path | str) -> ModelMetadata:
-    """Read only the EdgeVision metadata of an ONNX model (through onnxruntime).
+    """Read only the EdgeVision metadata of an ONNX model (through onnxruntime); a foreign file's (an Ultralytics
+    export without EdgeVision's metadata) is derived as `edgevision.runtime.foreign.foreign_metadata` says.
 
     Raises:
-        ModelFormatError: missing / empty / non-ONNX file, no metadata, unknown schema version or layout.
+        ModelFormatError: missing / empty / non-ONNX file, no usable metadata, unknown schema version, task or
+            layout.
     """
     p = Path(path)
     return _metadata_of(_open_session(p, ["CPUExecutionProvider"], 1), p)
@@ -147,7 +155,8 @@ class Detector:
     """Run an EdgeVision ONNX model on images.
 
     Args:
-        path: the ``.onnx`` file (written by ``edgevision export``).
+        path: the ``.onnx`` file (written by ``edgevision export`` or ``edgevision adopt``, or exported by
+            Ultralytics: see `edgevision.runtime.foreign`).
         providers: onnxruntime execution providers in order of preference, or None for the best available
             of TensorRT, CUDA, OpenVINO, then CPU.
         threads: intra-op threads (None: onnxruntime's default, all cores).
@@ -177,6 +186,20 @@ class Detector:
         _warn_degenerate(self.metadata, self.path)
         log.info("%s: %s model, %d classes, input %dx%d, providers %s", self.path, self.metadata.output.layout,
                  len(self.names), *self.metadata.input.size_hw, ", ".join(self.providers))
+
+    def describe(self) -> dict[str, Any]:
+        """What the runtime does with this model: ``origin`` (``edgevision``, ``foreign``: an Ultralytics file read
+        without EdgeVision metadata, or ``adopted``), ``note`` (what was read and assumed, for files EdgeVision did
+        not export; else None), ``layout``, ``classes``, ``input`` (shape and dtype), ``preprocess``, ``precision``,
+        ``providers``."""
+        from edgevision.runtime.foreign import origin_note, preprocess_text
+
+        m = self.metadata
+        h, w = m.input.size_hw
+        return {"path": str(self.path), "origin": str(m.source.get("origin", "edgevision")), "note": origin_note(m),
+                "layout": m.output.layout, "classes": len(self.names),
+                "input": f"{m.input.name} ({'B' if self.dynamic_batch else self._batch_dim}, 3, {h}, {w}) {m.input.dtype}",
+                "preprocess": preprocess_text(m.input), "precision": m.precision, "providers": list(self.providers)}
 
     @property
     def operating_rules(self) -> dict[str, str] | None:
