@@ -19,6 +19,7 @@ import numpy as np
 from edgevision.core.dataset import ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.core.io import IMAGE_EXTS
+from edgevision.runtime.metadata import DecisionThresholds
 
 __all__ = ["VIDEO_EXTS", "Frame", "PredictResult", "iter_sources", "open_model", "predict_source"]
 
@@ -149,26 +150,26 @@ class OpenModel:
     """A model ready to predict one decoded image at a time.
 
     Attributes:
-        labels: class names; kind: ``onnx`` or ``pytorch``; operating: ``{class: threshold}`` from the
-            model (ONNX metadata or the run's thresholds.json), or None;
+        labels: class names; kind: ``onnx`` or ``pytorch``;
+        decision: the model's own thresholds (`edgevision.runtime.metadata.DecisionThresholds`: each class's
+            operating point, else the default conf) and where they come from;
         detect: ``detect(frame, conf, iou, max_det)`` -> an `ImageRecord` with scores, boxes in the
             image's pixels, only detections passing ``conf`` (a float, or per-class thresholds).
         describe: one line for the console (file, providers / device).
-        rules: ``{class: how its operating point was chosen}`` (see `ModelMetadata.class_rules`), or None.
     """
 
     labels: LabelMap
     kind: str
-    operating: dict[str, float] | None
+    decision: DecisionThresholds
     detect: Callable[[Frame, Any, float, int], ImageRecord]
     describe: str
     tiled: bool = False
-    rules: dict[str, str] | None = None
 
 
 def open_model(model: Path, *, providers: list[str] | None = None, threads: int | None = None, device: str = "cpu",
                tile: int | None = None, tile_overlap: float = 0.2, full_pass: bool = False) -> OpenModel:
-    """Open MODEL for `predict_source`: an ``.onnx`` file through the runtime, else the training backend.
+    """Open MODEL for `predict_source` (through `edgevision.models.open_predictor`: an ONNX file on the runtime,
+    a run folder / checkpoint on its training backend).
 
     Args:
         tile: run tiled inference with square slices of this side (0 = the model's input size); None: off.
@@ -176,23 +177,21 @@ def open_model(model: Path, *, providers: list[str] | None = None, threads: int 
     Raises:
         ConfigError / ModelFormatError: a missing or unusable model, tiling asked of a PyTorch model.
     """
-    if model.suffix.lower() == ".onnx":
-        return _open_onnx(model, providers, threads, tile, tile_overlap, full_pass)
+    from edgevision.models import resolve_model
+
+    ref = resolve_model(model)
+    if ref.kind == "onnx":
+        return _open_onnx(ref.path, providers, threads, device, tile, tile_overlap, full_pass)
     if tile is not None:
         raise ConfigError(f"{model}: tiled inference runs on ONNX models; export it first (edgevision export)")
-    if providers:
-        raise ConfigError("--providers applies to ONNX models; use --device for a run folder or .pt")
     return _open_torch(model, device, threads)
 
 
-def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, tile: int | None,
+def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, device: str, tile: int | None,
                overlap: float, full_pass: bool) -> OpenModel:
-    if not model.is_file():
-        raise ConfigError(f"{model}: model file not found")
-    from edgevision.runtime import Detector
+    from edgevision.models import OnnxPredictor
 
-    det = Detector(model, providers=providers, threads=threads)
-    labels = LabelMap(list(det.names))
+    det = OnnxPredictor(model, device=device, threads=threads, providers=providers).detector
 
     def detect(frame: Frame, conf: Any, iou: float, max_det: int) -> ImageRecord:
         assert frame.image is not None
@@ -204,22 +203,22 @@ def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, ti
         return d.to_record(frame.name, path=frame.path)
 
     note = det.describe()["note"]  # what was read and assumed for a file EdgeVision did not export
-    return OpenModel(labels, "onnx", det.metadata.class_thresholds(), detect,
+    return OpenModel(LabelMap(list(det.names)), "onnx", det.metadata.decision_thresholds(), detect,
                      f"{model} (ONNX {det.metadata.output.layout}, {det.metadata.precision}; "
                      f"providers {', '.join(det.providers)})" + (f"; {note}" if note else ""),
-                     tiled=tile is not None, rules=det.operating_rules)
+                     tiled=tile is not None)
 
 
 def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
-    from edgevision.train.predict import load_predictor
+    from edgevision.models import open_predictor, operating_points, resolve_model
+    from edgevision.runtime.metadata import DEFAULT_CONF
 
-    pred = load_predictor(model, device=device, threads=threads)
-    from edgevision.evaluate.operating import model_operating_points
-
-    found = model_operating_points(model)
-    operating = dict(found.classes) if found is not None else None
-    rules = {n: found.rules.get(n, {}).get("text", found.target) for n in found.classes} if found is not None else None
+    pred = open_predictor(model, device=device, threads=threads)
+    found = operating_points(resolve_model(model))
     names = list(pred.labels.names)
+    decision = DecisionThresholds.resolve(
+        names, found.classes if found is not None else None, DEFAULT_CONF,
+        {n: str(found.rules.get(n, {}).get("text", found.target)) for n in found.classes} if found is not None else None)
 
     def detect(frame: Frame, conf: Any, iou: float, max_det: int) -> ImageRecord:
         if frame.image is None or "#" in frame.name and frame.path.suffix.lower() in VIDEO_EXTS:
@@ -231,7 +230,7 @@ def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
         p = pred.predict([rec], conf=low, max_det=max_det)[0]
         return _apply_thresholds(p, conf, names)
 
-    return OpenModel(LabelMap(names), "pytorch", operating, detect, f"{model} (PyTorch, device {device})", rules=rules)
+    return OpenModel(LabelMap(names), "pytorch", decision, detect, f"{model} (PyTorch, device {device})")
 
 
 def _apply_thresholds(rec: ImageRecord, conf: Any, names: list[str]) -> ImageRecord:
@@ -280,16 +279,10 @@ class PredictResult:
 
 
 def resolve_thresholds(m: OpenModel, conf: float | None) -> tuple[dict[str, float], str]:
-    """Per-class thresholds: ``--conf`` for every class, else the model's operating points, else 0.25."""
-    names = list(m.labels.names)
+    """Per-class thresholds: ``--conf`` for every class, else the model's own (`OpenModel.decision`)."""
     if conf is not None:
-        return {n: float(conf) for n in names}, f"--conf {conf:g}"
-    if m.operating:
-        missing = [n for n in names if n not in m.operating]
-        if missing:
-            raise ConfigError(f"the model's operating points miss classes {missing}; pass --conf")
-        return {n: float(m.operating[n]) for n in names}, "the model's operating points"
-    return {n: 0.25 for n in names}, "default conf 0.25 (the model has no operating points)"
+        return {n: float(conf) for n in m.labels.names}, f"--conf {conf:g}"
+    return dict(m.decision.classes), m.decision.source
 
 
 def predict_source(m: OpenModel, frames: Iterator[Frame], *, conf: float | None, iou: float, max_det: int,
@@ -301,7 +294,7 @@ def predict_source(m: OpenModel, frames: Iterator[Frame], *, conf: float | None,
     """
     thr, source = resolve_thresholds(m, conf)
     res = PredictResult(thresholds=thr, threshold_source=source,
-                        rules=dict(m.rules or {}) if conf is None and m.operating else {})
+                        rules=dict(m.decision.rules) if conf is None and m.decision.operating else {})
     for frame in frames:
         rec: ImageRecord | None = None
         if frame.error is not None:

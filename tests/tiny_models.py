@@ -104,9 +104,10 @@ What gets a from-scratch model off the ground on a small dataset is the number o
 ``batch: 4`` with ``nbs: 4`` (Ultralytics' nominal batch; by default it accumulates to 64) makes 40 steps per
 epoch. Measured on one core of this 2-core machine (val mAP50 / mAP50-95): the demo's recipe (`edgevision.demo.
 TRAIN_RECIPE`: 10 steps per epoch at 256 px) took off at epoch 13 and ended at 0.55 / 0.31 after 22 epochs in
-about 450 s; this one takes off at epoch 4 and ends at 0.43 / 0.21 after 8 epochs in about 125 s. One torch
-thread and one data-loader worker fix the weights whatever the machine (both change the arithmetic or the
-augmentation stream), so the margins the tests rely on are the same everywhere."""
+about 450 s; this one takes off at epoch 4 and ends at 0.43 / 0.21 after 8 epochs in about 125 s (on an AVX2
+EPYC; 0.39 / 0.18 in 81 s on an AVX-512 one: the CPU's instruction set changes the arithmetic). One torch
+thread and one data-loader worker fix the weights on a given CPU type (both change the arithmetic or the
+augmentation stream); the tests' margins hold on both CPUs measured."""
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,13 @@ from edgevision.bench.report import (
     markdown_report,
 )
 from edgevision.core.dataset import ImageRecord, LabelMap
-from edgevision.core.errors import ConfigError, DatasetError
+from edgevision.core.errors import ConfigError
+from edgevision.models import LOW_CONF
 
 __all__ = ["LOW_CONF", "Progress", "accuracy_result", "run_bench"]
 
 log = logging.getLogger(__name__)
 
-LOW_CONF = 0.001
-"""Confidence the models are scored at (the whole precision / recall curve), as `edgevision eval`."""
 MAX_DETS = 100
 TIMING_IMAGES = 100
 """Most distinct images cycled through by the timing loops (they stay in the page cache)."""
@@ -36,66 +34,13 @@ TIMING_IMAGES = 100
 Progress = Callable[[str, int, int], None]
 
 
-def _model_names(model: Path, device: str) -> tuple[list[str], str, str | None]:
-    """Class names, kind (``onnx`` / ``pytorch``) and precision of MODEL, without timing anything."""
-    if model.suffix.lower() == ".onnx":
-        from edgevision.runtime import read_metadata
-
-        meta = read_metadata(model)
-        return list(meta.names), "onnx", meta.precision
-    from edgevision.train.predict import load_predictor
-
-    return list(load_predictor(model, device=device).labels.names), "pytorch", None
-
-
-def _split(ds: Any, split: str, data: Path) -> list[ImageRecord]:
-    from edgevision.core.dataset import SPLIT_ALIASES
-
-    if split == "all":
-        recs = list(ds.images)
-    else:
-        name = SPLIT_ALIASES.get(split.lower(), split)
-        recs = [r for r in ds.images if r.split == name]
-        if not recs:
-            present = ", ".join(sorted({str(r.split) for r in ds.images if r.split})) or "none (unsplit)"
-            raise DatasetError(f"{data}: no '{split}' split to benchmark on (splits: {present}); run `edgevision "
-                               "split`, or pass --split all")
-    missing = [r.name for r in recs if r.path is None or not Path(r.path).is_file()]
-    if missing:
-        raise DatasetError(f"{data}: {len(missing)} image file(s) of the '{split}' split are missing (first: "
-                           f"{missing[0]}); the benchmark needs the images")
-    return recs
-
-
-def _gt_for(model_names: list[str], ds_names: list[str], gt: list[ImageRecord], model: Path,
-            data: Path) -> list[ImageRecord]:
-    """Ground truth with class ids in the model's order (the same classes, possibly in another order)."""
-    import numpy as np
-
-    if sorted(model_names) != sorted(ds_names):
-        raise ConfigError(f"{model}: the model's classes {model_names} differ from {data}'s {ds_names}; remap the "
-                          "dataset (edgevision remap) or benchmark a matching model")
-    perm = np.array([model_names.index(n) for n in ds_names], dtype=np.int64)
-    if np.array_equal(perm, np.arange(len(perm))):
-        return gt
-    return [replace(r, class_ids=perm[r.class_ids]) for r in gt]
-
-
 def _predict(model: Path, gt: list[ImageRecord], providers: list[str] | None, threads: int | None,
              device: str) -> list[ImageRecord]:
-    if model.suffix.lower() == ".onnx":
-        from edgevision.runtime import Detector
+    from edgevision.models import open_predictor, predict_records, resolve_model
 
-        det = Detector(model, providers=providers, threads=threads)
-        return [det(r.path, conf=LOW_CONF, iou=0.7, max_det=MAX_DETS).to_record(r.name, path=r.path, split=r.split)
-                for r in gt if r.path is not None]
-    from edgevision.train.predict import load_predictor
-
-    pred = load_predictor(model, device=device, threads=threads)
-    out: list[ImageRecord] = []
-    for i in range(0, len(gt), 16):
-        out.extend(pred.predict(gt[i:i + 16], conf=LOW_CONF, max_det=MAX_DETS))
-    return out
+    onnx = resolve_model(model).kind == "onnx"  # providers are onnxruntime's: a checkpoint runs on --device
+    pred = open_predictor(model, device=device, threads=threads, providers=providers if onnx else None)
+    return predict_records(pred, gt, conf=LOW_CONF, max_det=MAX_DETS)
 
 
 def _accuracy(model: Path, gt: list[ImageRecord], names: list[str], provider: str, providers: list[str] | None,
@@ -109,12 +54,13 @@ def accuracy_and_predictions(model: Path, gt: list[ImageRecord], names: list[str
     """COCO metrics and decisions of ``model`` on ``gt`` (class ids in the model's order), and its predictions
     at `LOW_CONF` (for a paired comparison with another model on the same images)."""
     from edgevision.evaluate import evaluate
-    from edgevision.evaluate.operating import model_operating_points
+    from edgevision.models import operating_points
+    from edgevision.runtime.metadata import DEFAULT_CONF
 
     labels = LabelMap(names)
-    operating = model_operating_points(model)
+    operating = operating_points(model)
     preds = _predict(model, gt, providers, threads, device)
-    rep = evaluate(gt, preds, labels, conf=0.25, operating=operating, max_dets=MAX_DETS)
+    rep = evaluate(gt, preds, labels, conf=DEFAULT_CONF, operating=operating, max_dets=MAX_DETS)
     c = rep.coco
     return accuracy_result(provider, len(gt), c, rep.decisions, operating), preds
 
@@ -124,7 +70,9 @@ def _operating_text(operating: Any) -> str:
     from edgevision.evaluate.operating import costs_of
 
     if operating is None:
-        return "conf 0.25 (the model has no operating points)"
+        from edgevision.runtime.metadata import DEFAULT_CONF
+
+        return f"conf {DEFAULT_CONF:g} (the model has no operating points)"
     costs = costs_of(operating)
     if costs is not None:
         return (f"operating points (priced: escape {costs['escape']:g}, false reject {costs['false_reject']:g} "
@@ -194,6 +142,7 @@ def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *
     from edgevision.convert import read_dataset
     from edgevision.core.errors import OutputExistsError
     from edgevision.core.io import check_output_clear
+    from edgevision.models import in_model_order, model_info, split_for_model
 
     paths, data, out = [Path(m) for m in models], Path(data), Path(out)
     if not paths:
@@ -211,12 +160,12 @@ def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: already exists; choose another --out or pass --overwrite")
     sets = _provider_sets(providers)
-    meta = {p: _model_names(p, device) for p in paths}
+    meta = {p: model_info(p, device=device) for p in paths}
     rr = read_dataset(data, fmt)
     check_output_clear(out, rr.sources, what="--out")
     ds = rr.dataset
-    gt_all = _split(ds, split, data)
-    gts = {p: _gt_for(meta[p][0], list(ds.labels.names), gt_all, p, data) for p in paths}
+    gt_all = split_for_model(ds, split, data, purpose="benchmark on")
+    gts = {p: in_model_order(gt_all, list(ds.labels.names), meta[p].names, model=p, data=data) for p in paths}
     images = [Path(r.path) for r in gt_all[:TIMING_IMAGES] if r.path is not None]
     env = fingerprint()
 
@@ -224,7 +173,7 @@ def run_bench(models: Sequence[Path | str], data: Path | str, out: Path | str, *
     done = 0
     results = []
     for p in paths:
-        names, kind, precision = meta[p]
+        names, kind, precision = meta[p].names, meta[p].kind, meta[p].precision
         configs = []
         for label, chain in sets:
             for t in threads:

@@ -129,7 +129,7 @@ def _torch(model: Path, images: list[Path], device: str, threads: int | None, ba
 
     def call(p: Path) -> None:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        m.detect(Frame(p.name, p, img, None), 0.25, 0.7, 300)
+        m.detect(Frame(p.name, p, img, None), m.decision.classes, 0.7, 300)  # the model's own thresholds
 
     for i in range(warmup):
         call(images[i % len(images)])

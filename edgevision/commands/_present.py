@@ -126,6 +126,19 @@ def progress_bars(*columns: Any, hide: bool = False) -> Any:
     return Progress(*cols, console=err, transient=True, disable=hide or not err.is_terminal)
 
 
+def predict_with_progress(predictor: Any, records: list[Any], max_det: int) -> list[Any]:
+    """``predictor`` (`edgevision.models.Predictor`) over ``records`` at `edgevision.models.LOW_CONF`, with a
+    progress bar (eval, inspect)."""
+    from rich.progress import Progress
+
+    from edgevision.models import LOW_CONF, predict_records
+
+    with progress_bars(*Progress.get_default_columns()) as bar:
+        task = bar.add_task("predicting", total=len(records))
+        return predict_records(predictor, records, conf=LOW_CONF, max_det=max_det,
+                               progress=lambda done, total: bar.update(task, completed=done))
+
+
 def default_subcommand_group(default: str) -> type:
     """A typer group class where ``GROUP ARGS`` means ``GROUP default ARGS`` unless ARGS starts with a
     subcommand or --help (``edgevision bench MODEL`` is ``bench run MODEL``)."""

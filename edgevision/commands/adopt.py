@@ -2,7 +2,7 @@
 [--thresholds FILE]``.
 
 Writes a self-describing EdgeVision copy of an ONNX detector EdgeVision did not export (see
-`edgevision.runtime.foreign.adopt_model`): an Ultralytics export (whose own metadata is read) or another
+`edgevision.adopt.adopt_model`): an Ultralytics export (whose own metadata is read) or another
 exporter's file (names and size given here), with operating points pinned if asked. Only the metadata
 changes; MODEL is never modified; the output is checked by the runtime and written atomically. Exit code
 0, or 2 for bad input (one line on stderr, nothing written). Needs only the runtime install.
@@ -35,7 +35,8 @@ def command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Make a foreign ONNX detector self-describing (EdgeVision metadata; the graph is unchanged)."""
-    from edgevision.runtime.foreign import adopt_model, parse_preprocess, preprocess_text
+    from edgevision.adopt import adopt_model, parse_preprocess
+    from edgevision.runtime.foreign import preprocess_text
 
     res = adopt_model(model, out_path, classes=classes, imgsz=imgsz, layout=layout,
                       preprocess=parse_preprocess(preprocess), thresholds=thresholds, overwrite=overwrite)

@@ -1,7 +1,7 @@
 """``edgevision eval [MODEL] --data DATASET [--split val] [--predictions FILE] [--json OUT] ...``.
 
 Evaluates a trained model (a run folder, a ``.pt``, or an ONNX file through the torch-free runtime;
-see `edgevision.train.predict.load_predictor`) or a predictions file (COCO results JSON or EdgeVision
+see `edgevision.models.open_predictor`) or a predictions file (COCO results JSON or EdgeVision
 predictions JSON, see `edgevision.evaluate.predictions`) on one split of a dataset: COCO metrics
 (pycocotools), P/R/F1 at ``--conf``, a confusion matrix, and image-level escape / false-reject
 rates (with exact 95% intervals) at the operating points of ``--thresholds`` (or of ``MODEL/thresholds.json``
@@ -19,10 +19,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgevision.commands._present import check_choice, out, print_findings, write_json_option
-
-LOW_CONF = 0.001
-"""Confidence the model is run at, so that mAP sees the whole precision / recall curve."""
+from edgevision.commands._present import check_choice, out, predict_with_progress, print_findings, write_json_option
 
 _MAX_MATRIX_CLASSES = 20
 """Print the confusion matrix up to this many classes (it is always in --json)."""
@@ -104,33 +101,36 @@ def command(
         rule.check()
     if predictions is not None and not predictions.is_file():
         raise ConfigError(f"--predictions {predictions}: file does not exist")
-    operating = OperatingPoints.load(thresholds) if thresholds is not None else None
-    if operating is None and not choosing and model is not None and (model.is_dir() or model.is_file()):
-        from edgevision.evaluate.operating import model_operating_points
+    from edgevision.models import open_predictor, operating_points, split_for_model
 
-        operating = model_operating_points(model)  # ONNX metadata, or the run's thresholds.json
+    operating = OperatingPoints.load(thresholds) if thresholds is not None else None
+    if operating is None and not choosing and model is not None:
+        operating = operating_points(model)  # ONNX metadata, or the run's thresholds.json
 
     rr = read_dataset(data, src_format, recipe=recipe)
     print_findings(rr.report)
     ds = rr.dataset
-    gt = _select_split(ds, split, data)
+    predictor = open_predictor(model, device=device, imgsz=imgsz) if model is not None else None
+    labels = predictor.labels if predictor is not None else ds.labels  # reported in the model's class order
+    gt = split_for_model(ds, split, data, list(labels.names) if predictor is not None else None, model=model,
+                         need_images=predictor is not None)
     if operating is not None:
-        operating.for_labels(ds.labels)  # names must match before any work
-    if predictions is not None:
-        preds = read_predictions(predictions, gt, ds.labels)
+        operating.for_labels(labels)  # names must match before any work
+    if predictor is None:
+        assert predictions is not None
+        preds = read_predictions(predictions, gt, labels)
         source = str(predictions)
     else:
-        assert model is not None
-        preds = _predict(model, gt, ds.labels, device, imgsz, max_dets)
+        preds = predict_with_progress(predictor, gt, max_dets)
         source = str(model)
         if save_predictions is not None:
-            write_predictions(save_predictions, preds, ds.labels)
+            write_predictions(save_predictions, preds, labels)
             out.print(f"wrote predictions to {save_predictions}", highlight=False)
     if choosing:
-        operating = select_operating_points(gt, preds, ds.labels, rule, difficult=difficult)
+        operating = select_operating_points(gt, preds, labels, rule, difficult=difficult)
         out.print(f"operating points chosen on split {split} ({len(gt)} images; optimistic: chosen and measured on "
                   f"the same images): {rule.describe()}", highlight=False)
-    report = evaluate(gt, preds, ds.labels, conf=conf, iou=iou, operating=operating, max_dets=max_dets,
+    report = evaluate(gt, preds, labels, conf=conf, iou=iou, operating=operating, max_dets=max_dets,
                       difficult=difficult, tradeoff=True)
     _print_report(report, f"{source} on {data} (split {split}, {len(gt)} images)")
     _print_limits(report.decisions, max_escape_rate, max_false_reject_rate)
@@ -154,51 +154,6 @@ def _parse_target(target: str) -> tuple[str, float]:
     if kind not in ("recall", "precision") or not 0.0 <= v <= 1.0:
         raise ConfigError(f"--target: expected recall=V or precision=V with V in [0, 1], got '{target}'")
     return kind, v
-
-
-def _select_split(ds: Any, split: str, data: Path) -> list[Any]:
-    """The records of ``split`` ('all': every record); a one-line error lists the splits present."""
-    from edgevision.core.dataset import SPLIT_ALIASES
-    from edgevision.core.errors import ConfigError
-
-    if split == "all":
-        recs = list(ds.images)
-    else:
-        name = SPLIT_ALIASES.get(split.lower(), split)
-        if name not in ds.splits:
-            present = ", ".join(ds.splits) if ds.splits else "none (the dataset is unsplit; use --split all)"
-            raise ConfigError(f"--split {split}: {data} has no split '{split}'; splits present: {present}"
-                              + ("; or --split all" if ds.splits else ""))
-        recs = ds.split(name)
-    if not recs:
-        raise ConfigError(f"--split {split}: {data} has no images to evaluate")
-    return recs
-
-
-def _predict(model: Path, gt: list[Any], labels: Any, device: str, imgsz: int | None, max_dets: int) -> list[Any]:
-    from edgevision.core.errors import ConfigError, DatasetError
-    from edgevision.train.predict import load_predictor
-
-    missing = [r.name for r in gt if r.path is None or not Path(r.path).is_file()]
-    if missing:
-        raise DatasetError(f"{len(missing)} image file(s) of the split are missing (first: {missing[0]}); "
-                           "a model needs the images")
-    predictor = load_predictor(model, device=device, imgsz=imgsz)
-    if list(predictor.labels.names) != list(labels.names):
-        raise ConfigError(f"model {model} has classes {list(predictor.labels.names)} but the dataset has "
-                          f"{list(labels.names)}; remap the dataset (edgevision remap) or use a matching model")
-    from rich.progress import Progress
-
-    from edgevision.commands._present import progress_bars
-
-    preds: list[Any] = []
-    chunk = 16
-    with progress_bars(*Progress.get_default_columns()) as bar:
-        task = bar.add_task("predicting", total=len(gt))
-        for i in range(0, len(gt), chunk):
-            preds.extend(predictor.predict(gt[i:i + chunk], conf=LOW_CONF, max_det=max_dets))
-            bar.update(task, completed=min(i + chunk, len(gt)))
-    return preds
 
 
 def _f(v: float | None) -> str:

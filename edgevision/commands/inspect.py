@@ -59,13 +59,13 @@ def load(
     db_dir: Path | None = typer.Option(None, "--db-dir", help=DB_HELP),
 ) -> None:
     """Load a dataset (and predictions) into FiftyOne; evaluate; tag TP / FP / FN; print per-class results."""
-    from edgevision.commands._present import print_findings
-    from edgevision.commands.eval import _predict, _select_split
+    from edgevision.commands._present import predict_with_progress, print_findings
     from edgevision.convert import read_dataset
     from edgevision.core.errors import ConfigError
     from edgevision.evaluate import OperatingPoints, read_predictions
-    from edgevision.evaluate.operating import costs_of, model_operating_points
+    from edgevision.evaluate.operating import costs_of
     from edgevision.inspect.load import MAX_DETS, LoadRequest, load_into_fiftyone
+    from edgevision.models import open_predictor, operating_points, split_for_model
 
     check_choice("--difficult", difficult, ("ignore", "count"))
     if model is not None and predictions is not None:
@@ -76,20 +76,23 @@ def load(
     rr = read_dataset(data, src_format, recipe=recipe)
     print_findings(rr.report)
     ds = rr.dataset
-    gt = _select_split(ds, split, data)
+    predictor = open_predictor(model, device=device, imgsz=imgsz) if model is not None else None
+    labels = predictor.labels if predictor is not None else ds.labels  # shown in the model's class order
+    gt = split_for_model(ds, split, data, list(labels.names) if predictor is not None else None, model=model,
+                         purpose="inspect", need_images=predictor is not None)
     preds = None
     operating = OperatingPoints.load(thresholds) if thresholds is not None else None
     source = f"--thresholds {thresholds}" if thresholds is not None else ""
     if predictions is not None:
-        preds = read_predictions(predictions, gt, ds.labels)
-    elif model is not None:
-        preds = _predict(model, gt, ds.labels, device, imgsz, MAX_DETS)
+        preds = read_predictions(predictions, gt, labels)
+    elif predictor is not None:
+        preds = predict_with_progress(predictor, gt, MAX_DETS)
         if operating is None:
-            operating = model_operating_points(model)
+            operating = operating_points(model)  # type: ignore[arg-type]  # model is set with a predictor
             source = f"operating points of {model}" if operating is not None else ""
     pred_src = model or predictions
     req = LoadRequest(
-        name=name or _default_name(data), gt=gt, labels=ds.labels, preds=preds,
+        name=name or _default_name(data), gt=gt, labels=labels, preds=preds,
         thresholds=dict(operating.classes) if operating is not None else None, thresholds_source=source, conf=conf,
         iou=iou, difficult=difficult, overwrite=overwrite, db_dir=db_dir, costs=costs_of(operating),
         source={"data": str(data.resolve()), "format": rr.format, "split": split,

@@ -24,7 +24,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def command(
     model: Path = typer.Argument(..., envvar=ENV["model"], show_envvar=True,
-                                 help="ONNX model written by `edgevision export` or `edgevision quantize`."),
+                                 help="ONNX model written by `edgevision export`, `quantize` or `adopt`, or an Ultralytics ONNX export."),
     host: str = typer.Option("127.0.0.1", "--host", envvar=ENV["host"],
                              help="Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, envvar=ENV["port"],

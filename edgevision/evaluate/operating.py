@@ -979,23 +979,3 @@ __all__ = [
     "select_operating_points",
     "tradeoff_curve",
 ]
-
-
-def model_operating_points(model: Path | str) -> OperatingPoints | None:
-    """The operating points a trained or exported model carries, or None.
-
-    Looked up, in this order: an ``.onnx`` file's EdgeVision metadata (``thresholds``); a run folder's
-    ``thresholds.json``; for a checkpoint ``RUN/weights/best.pt``, the run's ``thresholds.json``.
-
-    Raises:
-        ConfigError: a thresholds file or metadata entry that is not a valid operating-points document.
-    """
-    path = Path(model)
-    if path.suffix.lower() == ".onnx" and path.is_file():
-        from edgevision.runtime import read_metadata
-
-        meta = read_metadata(path)
-        return OperatingPoints.from_dict(meta.thresholds, where=f"{path}: metadata thresholds") if meta.thresholds \
-            else None
-    thr = path / "thresholds.json" if path.is_dir() else path.parent.parent / "thresholds.json"
-    return OperatingPoints.load(thr) if thr.is_file() else None

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.export.source import ModelSource
+from edgevision.train.imgsz import trained_imgsz, working_imgsz
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ def export_ultralytics(src: ModelSource, imgsz: int | None, opset: int, dynamic_
         net = yolo.model
         stride = int(max(net.stride))
         names = [str(net.names[i]) for i in sorted(net.names)]
-        trained = _ultralytics_trained_imgsz(yolo)
-        size = int(imgsz or trained or 640)
+        trained = trained_imgsz(getattr(yolo, "ckpt", None))
+        size = working_imgsz(imgsz, getattr(yolo, "ckpt", None), "ultralytics")
         check_imgsz(size, stride, f"{src.weights} (Ultralytics)")
         try:
             f = yolo.export(format="onnx", imgsz=size, opset=opset, dynamic=dynamic_batch, simplify=True, half=False,
@@ -115,14 +116,6 @@ def export_ultralytics(src: ModelSource, imgsz: int | None, opset: int, dynamic_
         input={"resize": "letterbox", "pad_value": 114, "channel_order": "RGB", "scale": 1.0 / 255.0,
                "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "uint16": "high_byte"},
     )
-
-
-def _ultralytics_trained_imgsz(yolo: Any) -> int | None:
-    args = (getattr(yolo, "ckpt", None) or {}).get("train_args") or {}
-    v = args.get("imgsz")
-    if isinstance(v, (list, tuple)):
-        v = max(v) if v else None
-    return int(v) if isinstance(v, (int, float)) and v > 0 else None
 
 
 def export_torchvision(src: ModelSource, imgsz: int | None, opset: int, dynamic_batch: bool) -> RawExport:
@@ -142,8 +135,8 @@ def export_torchvision(src: ModelSource, imgsz: int | None, opset: int, dynamic_
     ck = _load_checkpoint(src.weights)
     meta = ck["edgevision"]
     names = [str(n) for n in meta["names"]]
-    trained = int(meta["imgsz"]) if meta.get("imgsz") else None
-    size = int(imgsz or trained or 320)
+    trained = trained_imgsz(ck)
+    size = working_imgsz(imgsz, ck, "torchvision")
     if size < 32:
         raise ConfigError(f"--imgsz {size}: SSDlite needs at least 32 pixels")
     model = _build_model(len(names), size)

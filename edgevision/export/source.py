@@ -81,32 +81,22 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _run_of(weights: Path) -> RunPaths | None:
-    """``RUN`` for ``RUN/weights/X.pt`` when ``RUN`` looks like a run folder (has config.yaml)."""
-    parent = weights.resolve().parent
-    if parent.name == "weights" and (parent.parent / "config.yaml").is_file():
-        return RunPaths(parent.parent)
-    return None
-
-
 def resolve_source(model: Path | str) -> ModelSource:
-    """Find the checkpoint of ``model`` (a run folder or a ``.pt``) and its backend.
+    """Find the checkpoint of ``model`` (a run folder or a ``.pt``) and its backend (`edgevision.models.resolve_model`
+    says which file a run folder means).
 
     Raises:
         ConfigError: missing path, a run folder without weights, not a ``.pt``, not a checkpoint.
     """
-    path = Path(model)
-    run: RunPaths | None = None
-    if path.is_dir():
-        run = RunPaths(path)
-        path = run.best if run.best.is_file() else run.last
-        if not path.is_file():
-            raise ConfigError(f"{model}: run folder without weights (no weights/best.pt or weights/last.pt); "
-                              "train it first (edgevision train) or give a .pt")
-    elif not path.exists():
-        raise ConfigError(f"{model}: model not found; give a run folder or a .pt checkpoint")
-    if path.suffix.lower() not in (".pt", ".pth"):
-        raise ConfigError(f"{model}: expected a run folder or a .pt checkpoint, got '{path.suffix or path.name}'")
+    from edgevision.models import CHECKPOINT_SUFFIXES, resolve_model
+
+    given = Path(model)
+    if given.is_file() and given.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        onnx = " (an ONNX file is exported already: quantize or predict with it)" if given.suffix.lower() == ".onnx" \
+            else ""
+        raise ConfigError(f"{model}: expected a run folder or a .pt checkpoint, got '{given.suffix or given.name}'{onnx}")
+    ref = resolve_model(model)
+    path = ref.path
     with path.open("rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
@@ -114,4 +104,4 @@ def resolve_source(model: Path | str) -> ModelSource:
     from edgevision.train.torchvision_backend import is_torchvision_checkpoint
 
     backend = TORCHVISION if is_torchvision_checkpoint(path) else ULTRALYTICS
-    return ModelSource(weights=path, backend=backend, run=run or _run_of(path))
+    return ModelSource(weights=path, backend=backend, run=ref.run)

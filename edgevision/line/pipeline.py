@@ -80,8 +80,7 @@ class Line:
         providers = cfg.providers.split(",") if cfg.providers else None
         self.detector = Detector(cfg.model, providers=providers, threads=cfg.threads)
         self.model_sha256 = sha256_file(cfg.model)
-        self.thresholds = self.detector.metadata.class_thresholds() or {
-            n: float(self.detector.metadata.defaults.get("conf", 0.25)) for n in self.detector.names}
+        self.thresholds = self.detector.metadata.decision_thresholds().classes
         self.sources = [make_source(s, i) for i, s in enumerate(cfg.sources)]
         for s in self.sources:
             s.check()

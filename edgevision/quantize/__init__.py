@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgevision.quantize.targets import TARGETS, host_target, target_mismatch
+from edgevision.runtime.targets import TARGETS, host_target, target_mismatch
 
 __all__ = ["METHODS", "TARGETS", "QuantizeError", "QuantizeResult", "host_target", "quantize_model",
            "target_mismatch"]

@@ -16,8 +16,8 @@ import numpy as np
 
 from edgevision.core.dataset import ImageRecord
 from edgevision.core.errors import ConfigError, DatasetError, EdgeVisionError, OutputExistsError
-from edgevision.quantize.targets import TARGETS, host_target, target_mismatch
 from edgevision.runtime.metadata import ModelMetadata
+from edgevision.runtime.targets import TARGETS, host_target, target_mismatch
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from edgevision.core.dataset import ImageRecord, LabelMap
-from edgevision.core.errors import ConfigError, DatasetError
+from edgevision.core.errors import ConfigError
+from edgevision.models import LOW_CONF
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SCHEMA", "QuantizeReport", "cost_text", "judge", "quantize_checked", "rate_text"]
 
 SCHEMA = "edgevision.quantize-report/1"
-LOW_CONF = 0.001
-"""Confidence the models are run at for mAP (the whole precision / recall curve)."""
 MAX_DETS = 100
 """Detections per image and class, as `edgevision eval` and COCO use."""
 
@@ -129,43 +128,25 @@ def judge(rel_drop: float | None, ci: Sequence[float] | None, max_drop: float, n
 
 
 def _eval_records(ds: Any, split: str, data: Path, meta: Any) -> tuple[list[ImageRecord], LabelMap]:
-    """The evaluation split's records with class ids in the model's order, and the model's label map."""
-    from dataclasses import replace
-
-    import numpy as np
-
+    """The evaluation split's records with class ids in the model's order (`edgevision.models.split_for_model`),
+    and the model's label map. Never the calibration split (``train``, or ``all``, which holds it)."""
     from edgevision.core.dataset import SPLIT_ALIASES
+    from edgevision.models import split_for_model
 
-    name = SPLIT_ALIASES.get(split.lower(), split)
-    if name == "train":
-        raise ConfigError("--split train: accuracy is never judged on the calibration split; use val or test")
-    recs = [r for r in ds.images if r.split == name]
-    if not recs:
-        present = ", ".join(sorted({str(r.split) for r in ds.images})) or "none"
-        raise DatasetError(f"{data}: no '{split}' split to judge the INT8 model on (splits: {present}); run "
-                           "`edgevision split` to hold one out, or pass --no-eval to skip the accuracy check")
-    missing = [r.name for r in recs if r.path is None or not Path(r.path).is_file()]
-    if missing:
-        raise DatasetError(f"{data}: {len(missing)} image file(s) of the '{split}' split are missing (first: "
-                           f"{missing[0]}); the accuracy check needs the images, or pass --no-eval")
-    labels = LabelMap(list(meta.names))
-    perm = np.array([labels.names.index(n) for n in ds.labels.names], dtype=np.int64)
-    if not np.array_equal(perm, np.arange(len(perm))):
-        recs = [replace(r, class_ids=perm[r.class_ids]) for r in recs]
-    return recs, labels
+    if split == "all" or SPLIT_ALIASES.get(split.lower(), split) == "train":
+        raise ConfigError(f"--split {split}: accuracy is never judged on the calibration split; use val or test")
+    recs = split_for_model(ds, split, data, list(meta.names), purpose="judge the INT8 model on",
+                           hint=" (or --no-eval to skip the accuracy check)", allow_all=False)
+    return recs, LabelMap(list(meta.names))
 
 
 def _predict(path: Path, gt: Sequence[ImageRecord], threads: int | None, device: str,
              progress: Progress | None, stage: str) -> list[ImageRecord]:
-    from edgevision.train.predict import OnnxPredictor
+    from edgevision.models import OnnxPredictor, predict_records
 
-    predictor = OnnxPredictor(path, device=device, threads=threads)
-    preds: list[ImageRecord] = []
-    for i in range(0, len(gt), 8):
-        preds.extend(predictor.predict(gt[i:i + 8], conf=LOW_CONF, max_det=MAX_DETS))
-        if progress is not None:
-            progress(stage, len(preds), len(gt))
-    return preds
+    return predict_records(OnnxPredictor(path, device=device, threads=threads), gt, conf=LOW_CONF, max_det=MAX_DETS,
+                           chunk=8, progress=None if progress is None else lambda done, total: progress(stage, done,
+                                                                                                        total))
 
 
 def _decisions(gt: Sequence[ImageRecord], preds: Sequence[ImageRecord], labels: LabelMap, meta: Any) -> dict[str, Any]:
@@ -175,9 +156,9 @@ def _decisions(gt: Sequence[ImageRecord], preds: Sequence[ImageRecord], labels: 
     from edgevision.evaluate import image_decisions
     from edgevision.evaluate.operating import costs_of
 
-    thr: Any = meta.class_thresholds() or float(meta.defaults.get("conf", 0.25))
-    costs = costs_of(meta.thresholds) if meta.class_thresholds() else None
-    d = image_decisions(gt, preds, thr, labels=labels, costs=costs)
+    decision = meta.decision_thresholds()
+    costs = costs_of(meta.thresholds) if decision.operating else None
+    d = image_decisions(gt, preds, decision.classes, labels=labels, costs=costs)
     keep = ("defective_images", "defect_free_images", "escapes", "escape_rate", "false_rejects", "false_reject_rate",
             "objects", "missed_objects", "object_miss_rate", "escaped_images", "false_reject_images", "escape",
             "false_reject")
@@ -340,10 +321,7 @@ def quantize_checked(model: Path | str, calib: Path | str, out: Path | str, *, t
                 cand.write_bytes(final.SerializeToString())
             rep.verdict, rep.reason = ("pass" if passed else "fail"), reason
             rep.split, rep.images = split, len(gt)
-            rep.operating_points = ("the model's operating points (per-class thresholds from training)"
-                                    if q.meta.class_thresholds() else
-                                    f"one threshold {float(q.meta.defaults.get('conf', 0.25)):g} (the model has no "
-                                    "operating points)")
+            rep.operating_points = q.meta.decision_thresholds().source
             rep.bootstrap = boot.to_dict()
             rep.fp32 = _score(model, "fp32", {"map50_95": boot.a, "map50": j.fp32_table.score(
                 range(len(gt)))["map50"]}, j.fp32_decisions)

@@ -89,10 +89,11 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         ConfigError / DatasetError / ModelFormatError / OutputExistsError: bad arguments (one line, before work).
     """
     from edgevision.bench.env import fingerprint, sha256_of
-    from edgevision.bench.run import _gt_for, _split, accuracy_and_predictions
+    from edgevision.bench.run import accuracy_and_predictions
     from edgevision.convert import read_dataset
     from edgevision.core.errors import OutputExistsError
     from edgevision.core.io import check_output_clear
+    from edgevision.models import in_model_order, split_for_model
     from edgevision.reliability.corruptions import CORRUPTIONS, SEVERITIES
     from edgevision.runtime import Detector, read_metadata
 
@@ -129,8 +130,8 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
     rr = read_dataset(data, fmt)
     check_output_clear(out, rr.sources, what="--out")
     ds = rr.dataset
-    gt_all = _split(ds, split, data)
-    gt = _gt_for(list(meta.names), list(ds.labels.names), gt_all, model, data)
+    gt_all = split_for_model(ds, split, data, purpose="judge the model on")
+    gt = in_model_order(gt_all, list(ds.labels.names), list(meta.names), model=model, data=data)
     images = [Path(r.path) for r in gt_all if r.path is not None]
     limit = gate.rss_growth_mb_per_h_max if gate.rss_growth_mb_per_h_max is not None else 50.0
     steps = ["latency", "accuracy", *chosen]
@@ -271,11 +272,12 @@ def _scorer(det: Any, gt: list[Any], meta: Any) -> Callable[[Any], float | None]
 def _costs(model: Path, reference: Path | None) -> dict[str, float] | None:
     """The costs per escaped / falsely rejected part the model's operating points were priced with (else the
     reference's), so that both models are priced alike; None when neither is priced."""
-    from edgevision.evaluate.operating import costs_of, model_operating_points
+    from edgevision.evaluate.operating import costs_of
+    from edgevision.models import operating_points
 
     for m in (model, reference):
         if m is not None:
-            c = costs_of(model_operating_points(m))
+            c = costs_of(operating_points(m))
             if c is not None:
                 return c
     return None

@@ -138,7 +138,7 @@ def _warn_target(meta: ModelMetadata, providers: list[str], path: Path) -> None:
     target = (meta.quantization or {}).get("target") if meta.precision == "int8" else None
     if not target:
         return
-    from edgevision.quantize.targets import target_mismatch
+    from edgevision.runtime.targets import target_mismatch
 
     why = target_mismatch(str(target), providers)
     if why and why not in _WARNED:
@@ -176,6 +176,7 @@ class Detector:
         chosen = resolve_providers(providers)
         self.session = _open_session(self.path, chosen, threads)
         self.metadata = _metadata_of(self.session, self.path)
+        self._decision = self.metadata.decision_thresholds().classes  # the operating points, else defaults.conf
         self.names = list(self.metadata.names)
         self.providers = list(self.session.get_providers())
         self._batch_dim, self._nms_feeds = self._check_graph()
@@ -277,18 +278,15 @@ class Detector:
 
     def _query(self, conf: float | dict[str, float] | None, iou: float | None, max_det: int | None,
                classes: Sequence[int | str] | None) -> Query:
-        meta, nc = self.metadata, len(self.names)
-        default = float(meta.defaults.get("conf", 0.25))
-        thr = np.full(nc, default, np.float32)
-        operating = meta.class_thresholds()
+        nc = len(self.names)
         if isinstance(conf, dict) or conf is None:
-            for table in ([operating] if operating else []) + ([conf] if isinstance(conf, dict) else []):
-                for name, value in table.items():
-                    if name not in self.names:
-                        raise UnknownNameError("class", str(name), self.names)
-                    thr[self.names.index(name)] = float(value)
+            thr = np.array([self._decision[n] for n in self.names], np.float32)
+            for name, value in (conf or {}).items():
+                if name not in self.names:
+                    raise UnknownNameError("class", str(name), self.names)
+                thr[self.names.index(name)] = float(value)
         else:
-            thr[:] = float(conf)
+            thr = np.full(nc, float(conf), np.float32)
         cls_ids = None
         if classes is not None:
             ids = []
@@ -300,8 +298,9 @@ class Detector:
                 else:
                     ids.append(int(c))
             cls_ids = np.asarray(ids, np.int64)
-        return Query(thr, float(meta.defaults.get("iou", 0.7) if iou is None else iou),
-                     int(meta.defaults.get("max_det", 300) if max_det is None else max_det), cls_ids)
+        d = self.metadata.defaults
+        return Query(thr, float(d.get("iou", 0.7) if iou is None else iou),
+                     int(d.get("max_det", 300) if max_det is None else max_det), cls_ids)
 
     # ------------------------------------------------------------------ pipeline
 

@@ -17,15 +17,19 @@ free of torch and onnx.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgevision.core.errors import EdgeVisionError
 
 __all__ = [
+    "DEFAULT_CONF",
+    "INFERENCE_DEFAULTS",
     "LAYOUTS",
     "METADATA_KEY",
     "SCHEMA",
+    "DecisionThresholds",
     "InputSpec",
     "ModelFormatError",
     "ModelMetadata",
@@ -37,6 +41,13 @@ METADATA_KEY = "edgevision"
 """The ``metadata_props`` key holding the JSON document."""
 
 SCHEMA = "edgevision.model/1"
+
+DEFAULT_CONF = 0.25
+"""The confidence a detection must reach when neither the call nor the model's operating points say otherwise
+(Ultralytics' predict default); `ModelMetadata.defaults` may set another."""
+INFERENCE_DEFAULTS: dict[str, float] = {"conf": DEFAULT_CONF, "iou": 0.7, "max_det": 300}
+"""``defaults`` of a model that records none: conf, NMS IoU and detections per image (Ultralytics' values)."""
+
 SCHEMA_FAMILY, SCHEMA_MAJOR = SCHEMA.split("/")
 
 LAYOUTS: dict[str, str] = {
@@ -141,7 +152,7 @@ class ModelMetadata:
     precision: str = "fp32"
     opset: int | None = None
     thresholds: dict[str, Any] | None = None
-    defaults: dict[str, float] = field(default_factory=lambda: {"conf": 0.25, "iou": 0.7, "max_det": 300})
+    defaults: dict[str, float] = field(default_factory=lambda: dict(INFERENCE_DEFAULTS))
     source: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
     data_stats: dict[str, Any] | None = None
@@ -204,7 +215,7 @@ class ModelMetadata:
                 precision=str(d.get("precision", "fp32")),
                 opset=None if d.get("opset") is None else int(d["opset"]),
                 thresholds=d.get("thresholds"),
-                defaults={**{"conf": 0.25, "iou": 0.7, "max_det": 300}, **dict(d.get("defaults") or {})},
+                defaults={**INFERENCE_DEFAULTS, **dict(d.get("defaults") or {})},
                 source=dict(d.get("source") or {}),
                 quantization=d.get("quantization"),
                 data_stats=d.get("data_stats") if isinstance(d.get("data_stats"), dict) else None,
@@ -262,6 +273,46 @@ class ModelMetadata:
         if not self.thresholds or not isinstance(self.thresholds.get("classes"), dict):
             return None
         return {str(k): float(v) for k, v in self.thresholds["classes"].items()}
+
+    @property
+    def default_conf(self) -> float:
+        """The confidence used for a class without an operating point (``defaults.conf``, else `DEFAULT_CONF`)."""
+        return float(self.defaults.get("conf", DEFAULT_CONF))
+
+    def decision_thresholds(self) -> DecisionThresholds:
+        """The rule every command decides OK / NG by: each class's operating point, else ``defaults.conf``.
+
+        The one place this rule lives: the runtime's `Detector`, ``predict``, ``serve``, ``bench``, ``quantize``,
+        ``reliability`` and the line all take their thresholds from here.
+        """
+        return DecisionThresholds.resolve(self.names, self.class_thresholds(), self.default_conf, self.class_rules())
+
+
+@dataclass(frozen=True)
+class DecisionThresholds:
+    """Per-class decision thresholds and where they come from (`ModelMetadata.decision_thresholds`).
+
+    Attributes:
+        classes: ``{class name: threshold}`` for every class, in the model's order.
+        source: one line for reports (``"the model's operating points"`` / ``"defaults.conf 0.25 (...)"``).
+        rules: ``{class name: how its threshold was chosen}``.
+        operating: whether the model carries operating points.
+    """
+
+    classes: dict[str, float]
+    source: str
+    rules: dict[str, str]
+    operating: bool
+
+    @classmethod
+    def resolve(cls, names: Sequence[str], operating: Mapping[str, float] | None, default: float,
+                rules: Mapping[str, str] | None = None) -> DecisionThresholds:
+        """Each class's operating point (``operating``), else ``default``; ``rules`` say how each was chosen."""
+        operating, rules = operating or {}, rules or {}
+        return cls({n: float(operating.get(n, default)) for n in names},
+                   "the model's operating points" if operating else
+                   f"defaults.conf {default:g} (the model has no operating points)",
+                   {n: str(rules.get(n, f"defaults.conf {default:g}")) for n in names}, bool(operating))
 
 
 def legacy_rule(doc: dict[str, Any], name: str) -> dict[str, str]:

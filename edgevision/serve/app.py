@@ -91,13 +91,9 @@ class ServiceState:
         self._token = None if token is None else token.encode()
         meta = detector.metadata
         self.sha256 = sha256_file(detector.path)
-        operating = meta.class_thresholds()
-        default = float(meta.defaults.get("conf", 0.25))
-        self.operating = {n: float((operating or {}).get(n, default)) for n in detector.names}
-        self.operating_source = ("the model's operating points" if operating
-                                 else f"defaults.conf {default:g} (the model has no operating points)")
-        rules = meta.class_rules() or {}
-        self.operating_rules = {n: rules.get(n, f"defaults.conf {default:g}") for n in detector.names}
+        decision = meta.decision_thresholds()
+        self.operating, self.operating_source, self.operating_rules = \
+            decision.classes, decision.source, decision.rules
         self.metrics = Metrics({
             "model": detector.path.name, "sha256": self.sha256, "precision": meta.precision,
             "layout": meta.output.layout, "input_hw": "x".join(map(str, meta.input.size_hw)),

@@ -668,7 +668,7 @@ def _val_map(
 
 
 class TorchvisionPredictor:
-    """A checkpoint of this backend as a `edgevision.train.predict.Predictor`.
+    """A checkpoint of this backend as a `edgevision.models.Predictor`.
 
     Attributes:
         labels: the model's class names (canonical ids ``0..K-1``).
@@ -692,9 +692,11 @@ class TorchvisionPredictor:
         Raises:
             ConfigError: missing file or not a checkpoint of this backend.
         """
+        from edgevision.train.imgsz import working_imgsz
+
         ck = _load_checkpoint(Path(path))
         meta = dict(ck["edgevision"])
-        size = int(imgsz or meta["imgsz"])
+        size = working_imgsz(imgsz, ck, "torchvision")
         dev = _device(device)
         model = _build_model(len(meta["names"]), size)
         model.load_state_dict(ck["model"])

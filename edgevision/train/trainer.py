@@ -359,7 +359,7 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
     from edgevision.evaluate import evaluate
     from edgevision.evaluate.operating import select_operating_points
     from edgevision.evaluate.tradeoff import plot_tradeoff, write_tradeoff_csv
-    from edgevision.train.predict import load_predictor
+    from edgevision.models import LOW_CONF, open_predictor, predict_records
     from edgevision.train.report import model_card, plot_curves
 
     cfg, run, ds = prep.cfg, prep.run, prep.dataset
@@ -367,16 +367,13 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
     if not weights.is_file():
         raise EdgeVisionError(f"{run.root}: training produced no weights")
     device = cfg.device.split(",")[0]
-    predictor = load_predictor(weights, device=device, imgsz=cfg.imgsz)
+    predictor = open_predictor(weights, device=device, imgsz=cfg.imgsz)
     if list(predictor.labels.names) != list(ds.labels.names):
         raise EdgeVisionError(f"{weights}: model classes {predictor.labels.names} differ from the dataset's {ds.labels.names}")
     val = ds.split("val")
-    preds: list[ImageRecord] = []
-    step = 16
-    for i in range(0, len(val), step):
-        preds += predictor.predict(val[i:i + step], conf=0.001, max_det=100)
-        if progress is not None:
-            progress("evaluate", min(i + step, len(val)), len(val))
+    preds: list[ImageRecord] = predict_records(
+        predictor, val, conf=LOW_CONF, max_det=100,
+        progress=None if progress is None else lambda done, total: progress("evaluate", done, total))
     op = cfg.operating_point
     # strict=False: image-level limits the val split cannot meet keep the closest point (noted), not lose the run
     try:

@@ -279,13 +279,14 @@ class UltralyticsPredictor:
             raise ConfigError(f"{self.path}: a {self.model.task} model; EdgeVision evaluates detection models")
         names = self.model.names
         self.labels = LabelMap([str(names[i]) for i in range(len(names))])
-        train_args = (getattr(self.model, "ckpt", None) or {}).get("train_args", {}) or {}
-        self.imgsz = int(imgsz or train_args.get("imgsz", 640))
+        from edgevision.train.imgsz import working_imgsz
+
+        self.imgsz = working_imgsz(imgsz, getattr(self.model, "ckpt", None), "ultralytics")
         self.device = _device_arg(device)
 
     def predict(self, records: Sequence[ImageRecord], *, conf: float = 0.001, max_det: int = 100,
                 batch: int = 8) -> list[ImageRecord]:
-        """Predict every record's image (see `edgevision.train.predict.Predictor`)."""
+        """Predict every record's image (see `edgevision.models.Predictor`)."""
         out: list[ImageRecord] = []
         for i in range(0, len(records), batch):
             chunk = records[i:i + batch]

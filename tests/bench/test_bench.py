@@ -213,7 +213,7 @@ def test_bad_input_fails_in_one_line(setup, tmp_path) -> None:
     (tmp_path / "notbench.json").write_text('{"schema": "something/1"}')
     cases = [
         (("bench", tmp_path / "nope.onnx", "--data", setup["data"], "--out", tmp_path / "o1"), "model not found"),
-        (("bench", setup["model"], "--data", unsplit, "--out", tmp_path / "o2"), "no 'val' split"),
+        (("bench", setup["model"], "--data", unsplit, "--out", tmp_path / "o2"), "no split 'val'"),
         (("bench", setup["model"], "--data", other, "--out", tmp_path / "o3"), "differ from"),
         (("bench", setup["model"], "--data", setup["data"], "--out", tmp_path / "o4", "--providers", "cuda"),
          "execution provider 'cuda' is not available"),

@@ -2,7 +2,7 @@
 
 Until the lead registers the command in ``edgevision/cli.py`` the subprocess registers it on the
 real app first; the MODEL path runs in-process with a stand-in predictor (the backends fill in
-``load_predictor``).
+``edgevision.models.open_predictor``).
 """
 
 from __future__ import annotations
@@ -124,31 +124,34 @@ def test_bad_input_is_one_line(sample: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 class _Predictor:
-    def __init__(self, labels: LabelMap, truth: dict[str, ImageRecord]) -> None:
-        self.labels, self.truth, self.calls = labels, truth, 0
+    """Perfect predictions: eval hands each chunk of the split's ground truth (in the model's class order)."""
+
+    def __init__(self, labels: LabelMap) -> None:
+        self.labels, self.calls = labels, 0
 
     def predict(self, records: Any, *, conf: float = 0.001, max_det: int = 100) -> list[ImageRecord]:
         self.calls += 1
         assert conf == 0.001 and max_det == 100 and all(r.path is not None for r in records)
-        return gt_as_predictions([self.truth[r.name] for r in records])
+        return gt_as_predictions(list(records))
 
 
 def test_model_path_with_a_run_folder(sample: tuple[Path, Path], tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """MODEL goes through load_predictor; a run folder's thresholds.json is used; class names must match."""
+    """MODEL goes through edgevision.models.open_predictor; a run folder's thresholds.json is used; class names must match."""
     ds_path, _ = sample
     ds = read_dataset(ds_path, "yolo").dataset
-    truth = {r.name: r for r in ds.images}
     seen: dict[str, Any] = {}
 
     def fake_load(model: Path | str, *, device: str = "cpu", imgsz: int | None = None) -> _Predictor:
         seen.update(model=Path(model), device=device, imgsz=imgsz)
-        return _Predictor(seen.get("labels", ds.labels), truth)
+        return _Predictor(seen.get("labels", ds.labels))
 
-    import edgevision.train.predict
+    import edgevision.models
 
-    monkeypatch.setattr(edgevision.train.predict, "load_predictor", fake_load)
+    monkeypatch.setattr(edgevision.models, "open_predictor", fake_load)
     run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "best.pt").write_bytes(b"")  # never loaded: open_predictor is the fake
     OperatingPoints("recall", 0.9, 0.5, {n: 0.5 for n in ds.labels.names}).save(run / "thresholds.json")
     app = typer.Typer()
     app.command()(command)
@@ -159,10 +162,17 @@ def test_model_path_with_a_run_folder(sample: tuple[Path, Path], tmp_path: Path,
     d = json.loads((tmp_path / "e.json").read_text())
     assert d["coco"]["map50_95"] == 1.0 and d["operating"]["classes"] == {n: 0.5 for n in ds.labels.names}
     assert json.loads((tmp_path / "p.json").read_text())["classes"] == ds.labels.names
+    # the same classes in another order: the ground truth is put in the model's order, the report too
+    seen["labels"] = LabelMap(list(reversed(ds.labels.names)))
+    (run / "thresholds.json").unlink()
+    result = CliRunner().invoke(app, [str(run), "--data", str(ds_path), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["coco"]["map50_95"] == 1.0 and list(d["coco"]["per_class"]) == list(reversed(ds.labels.names))
     seen["labels"] = LabelMap(["crack", "dent"])
     result = CliRunner().invoke(app, [str(run), "--data", str(ds_path)])
     assert isinstance(result.exception, ConfigError)
-    assert "has classes ['crack', 'dent'] but the dataset has ['crack'" in str(result.exception)
+    assert "the model's classes ['crack', 'dent'] differ from" in str(result.exception)
 
 
 def write_table_dataset(root: Path) -> tuple[Path, Path]:

@@ -89,7 +89,7 @@ def test_folder_boxes_decisions_unreadable_csv_and_images(model: Path, images: P
     bad = {u["name"]: u["error"] for u in doc["unreadable"]}
     assert set(bad) == {"empty.png", "truncated.jpg"} and "0 bytes" in bad["empty.png"]
     assert "empty.png" in res.stderr and "truncated.jpg" in res.stderr
-    assert doc["threshold_source"].startswith("default conf 0.25")
+    assert doc["threshold_source"].startswith("defaults.conf 0.25")
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 4 and {r["image"] for r in rows if r["class"]} == {"a.png", "sub/mono.png", "sub/deep.png"}
     drawn = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*") if p.is_file())

@@ -143,7 +143,7 @@ def test_nms_in_graph_int8(export_env, yolov8_run):
 
 
 def _host() -> str:
-    from edgevision.quantize.targets import host_target
+    from edgevision.runtime.targets import host_target
 
     return host_target()
 

@@ -180,7 +180,7 @@ def test_eval_errors_one_line(export_env, v8_onnx, tmp_path):
         r.split = "train"
     write_dataset(ds, tmp_path / "trainonly", "coco")
     for fn, match in [
-        (lambda: quantize_checked(v8_onnx, tmp_path / "trainonly", out), "no 'val' split to judge"),
+        (lambda: quantize_checked(v8_onnx, tmp_path / "trainonly", out), "no split 'val' to judge"),
         (lambda: quantize_checked(v8_onnx, export_env["sample"], out, split="train"), "never judged on the calib"),
         (lambda: quantize_checked(v8_onnx, export_env["sample"], out, max_drop=1.5), "--max-drop 1.5"),
         (lambda: quantize_checked(v8_onnx, export_env["sample"], out, n_boot=10), "--bootstrap 10"),

@@ -98,7 +98,7 @@ def test_select_calibration_stratified_seeded():
 
 
 def test_targets_helper(monkeypatch):
-    from edgevision.quantize import targets
+    from edgevision.runtime import targets
 
     monkeypatch.setattr(targets, "_machine", lambda: "x86")
     monkeypatch.setattr(targets, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))

@@ -47,7 +47,7 @@ def _records(sample: Path) -> list:
 
 
 def _host() -> str:
-    from edgevision.quantize.targets import host_target
+    from edgevision.runtime.targets import host_target
 
     return host_target()
 

@@ -21,9 +21,9 @@ import numpy as np
 import onnx
 import pytest
 
+from edgevision.adopt import adopt_model, parse_preprocess, read_class_names
 from edgevision.core.errors import ConfigError, OutputExistsError, UnknownNameError
 from edgevision.runtime import Detector, ModelFormatError, read_metadata
-from edgevision.runtime.foreign import adopt_model, parse_preprocess, read_class_names
 from edgevision.runtime.metadata import METADATA_KEY, SCHEMA
 from edgevision.runtime.props import ProtoError, metadata_props, opset, with_metadata
 from tests.helpers import _BLOCKER, network_attempts, run_cli
@@ -255,6 +255,68 @@ def test_adopt_a_bare_dynamic_file_with_classes_and_imgsz(foreign, export_env, t
     a, b = Detector(out)(img, conf=0.001), Detector(foreign["v8"])(img, conf=0.001)
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_every_command_takes_an_ultralytics_file_unchanged(foreign, tmp_path) -> None:
+    """The raw v8 export as Ultralytics wrote it through eval, bench, reliability and serve (predict and quantize:
+    above), on a 6-image sample: each answers for the file's 5 classes with the runtime's detections."""
+    from tests.serve.conftest import Server  # skips without the serve extra
+
+    model, low = foreign["v8"], 0.001  # low: eval's scoring threshold (many boxes from random weights)
+    before, det = _sha(model), Detector(model)
+    data = tmp_path / "data"
+    assert run_cli("synth", data, "--n", "6", "--imgsz", str(IMGSZ)).returncode == 0
+    names = _sample_names(data)
+    assert det.names == names
+    images = sorted((data / "images").rglob("*.png"))
+
+    r = run_cli("eval", model, "--data", data, "--split", "all", "--json", tmp_path / "eval.json",
+                "--save-predictions", tmp_path / "preds.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert list(ev["coco"]["per_class"]) == names and ev["confusion"]["names"] == [*names, "background"]
+    saved = {i["name"]: i for i in json.loads((tmp_path / "preds.json").read_text())["images"]}
+    assert saved.keys() == {p.name for p in images}
+    for p in images:  # eval scored the runtime's boxes
+        want = det(p, conf=low, max_det=100)
+        np.testing.assert_allclose(np.asarray(saved[p.name]["boxes"]).reshape(-1, 4), want.xyxy, atol=1e-4)
+        assert saved[p.name]["class_ids"] == want.class_ids.tolist()
+    assert sum(len(i["boxes"]) for i in saved.values()) > len(images)
+
+    r = run_cli("bench", "run", model, "--data", data, "--out", tmp_path / "bench", "--threads", "1", "--samples", "10",
+                "--warmup", "0", "--throughput-images", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    m, = json.loads((tmp_path / "bench" / "bench.json").read_text())["models"]
+    assert (m["sha256"], m["kind"], m["precision"]) == (before, "onnx", "fp32")
+    c, = m["configs"]
+    assert c["skipped"] is None and c["pipeline"]["n"] == 10 and 0 < c["session"]["p50"] <= c["pipeline"]["p50"]
+    assert c["throughput_ips"] > 0 and list(m["accuracy"][0]["per_class_ap50_95"]) == names
+
+    gate = tmp_path / "gate.yaml"  # no accuracy key: random weights score mAP 0
+    gate.write_text("crashes_max: 0\ndeterminism: true\n")
+    r = run_cli("reliability", model, "--data", data, "--out", tmp_path / "rel", "--gate", gate, "--threads", "1",
+                "--soak-seconds", "2", "--robustness-images", "1", "--latency-samples", "662")
+    assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
+    rel = json.loads((tmp_path / "rel" / "reliability.json").read_text())
+    assert rel["verdict"] == "PASS" and rel["model"]["sha256"] == before
+    assert {k: s["status"] for k, s in rel["suites"].items()} == dict.fromkeys(
+        ["soak", "robustness", "determinism", "bad_input", "concurrency"], "pass")
+    assert rel["latency"]["model"]["pipeline"]["p99"] > 0 and list(rel["accuracy"]["model"]["per_class_ap50_95"]) == names
+
+    image = max(images, key=lambda p: len(det(p, conf=low)))
+    s = Server(model, "--threads", "1", tmp=tmp_path)
+    try:
+        for query, kw in (("", {}), (f"conf={low}", {"conf": low})):
+            reply = s.detect(image.read_bytes(), query)
+            assert reply.status == 200, reply.body
+            assert reply.json["detections"] == det(image, **kw).to_dict()["detections"], query
+        assert len(reply.json["detections"]) > 1
+        assert s.request("GET", "/v1/model").json["metadata"]["names"] == names
+    finally:
+        rc, out = s.stop()
+    assert rc == 0, out
+    assert _sha(model) == before
 
 
 # --------------------------------------------------------------------------- refusals (onnx.helper graphs)

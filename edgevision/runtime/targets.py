@@ -1,7 +1,8 @@
 """INT8 target presets and the check of a model's target against the box it runs on.
 
-Imports only the standard library (onnxruntime lazily, for the provider list): the runtime calls
-`target_mismatch` and must stay free of torch and onnx.
+Part of the runtime (the `Detector` checks an INT8 model's target when it opens it); ``edgevision quantize`` builds
+with the same presets. Imports only the standard library (onnxruntime lazily, for the provider list): free of
+torch and onnx.
 """
 
 from __future__ import annotations
