@@ -292,7 +292,7 @@ def doctor() -> None:
 
 
 DATA_COMMANDS = ("validate", "stats", "split", "tile", "remap", "train", "eval", "export", "adopt", "predict",
-                 "quantize", "serve", "reliability")
+                 "quantize", "serve", "reliability", "licences")
 """Dataset tools and training, one module each in `edgevision.commands` exposing a typer function ``command``."""
 
 

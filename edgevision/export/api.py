@@ -189,7 +189,7 @@ def _metadata(raw: RawExport, src: Any, onnx_model: Any, layout: str, max_det: i
         thresholds=src.thresholds(),
         data_stats=src.data_stats(),
         defaults=dict(DEFAULTS),
-        source=src.provenance(raw.arch, raw.imgsz_trained),
+        source={**src.provenance(raw.arch, raw.imgsz_trained), "licences": src.licences()},
         quantization=None,
         edgevision_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -64,6 +64,17 @@ class ModelSource:
             "imgsz_trained": imgsz_trained,
         }
 
+    def licences(self) -> list[dict[str, Any]]:
+        """The metadata ``source.licences`` record: the training code, the starting weights (the run's
+        ``model.json``) and the dataset (its ``dataset.json`` and recipe), each with its licence and category
+        (`edgevision.licences.chain_items`); without a run folder the weights and data are ``unknown (not
+        recorded)``."""
+        from edgevision.licences import chain_items, licence_record
+
+        spec = _read_json(self.run.root / "model.json") if self.run is not None else None
+        dataset = _read_json(self.run.dataset) if self.run is not None else None
+        return licence_record(chain_items(self.backend, spec, dataset))
+
 
 def _default_licence(backend: str) -> str:
     # Ultralytics models are AGPL-3.0 whatever the weights; a torchvision checkpoint without its run

@@ -9,6 +9,12 @@ The image-level rate limits (``escape_rate_max``, ``false_reject_rate_max``) are
 (``bound: upper``): "0 escapes on 18 defective images" shows an escape rate of at most 18.5%, not 0%. When
 the split holds too few images for a limit to be shown even with zero failures (`limit_support`), the check
 says so in one line; under ``bound: upper`` it then fails.
+
+``licence: {permissive_only: true}`` judges the model's licence chain as its metadata records it (training code,
+starting weights, dataset; `edgevision.licences`): any item that is copyleft, not for commercial use, or of
+unknown licence fails the check, named in its detail, unless listed in ``licence.accept`` (an item's name or
+role, after a legal review). The runtime dependencies are the box's install, not the model's: check them with
+``edgevision licences --deploy WHEELHOUSE --permissive-only``.
 """
 
 from __future__ import annotations
@@ -21,8 +27,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgevision.core.errors import ConfigError, short_repr, short_text
 
-__all__ = ["EXPLAIN", "Check", "Gate", "explain", "gate_dirs", "judge_gate", "load_gate", "resolve_gate",
-           "suites_needed"]
+__all__ = ["EXPLAIN", "Check", "Gate", "LicenceGate", "explain", "gate_dirs", "judge_gate", "load_gate",
+           "resolve_gate", "suites_needed"]
+
+
+class LicenceGate(BaseModel):
+    """The gate's ``licence`` key.
+
+    Attributes:
+        permissive_only: True: every item of the model's licence chain must be permissive.
+        accept: item names (``neu-det``, ``yolov8n-coco``) or roles (``code``, ``weights``, ``dataset``) accepted
+            after a review, e.g. ``[dataset]`` for your own line images, whose licence no recipe records.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    permissive_only: bool = False
+    accept: list[str] = Field(default_factory=list)
 
 
 class Gate(BaseModel):
@@ -43,6 +64,7 @@ class Gate(BaseModel):
         crashes_max: exceptions other than clear errors, wrong answers under threads and failed calls in the
             soak, at most this many.
         determinism: True: the determinism suite must pass.
+        licence: `LicenceGate`: ``permissive_only`` fails a model whose licence chain is not permissive.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +81,7 @@ class Gate(BaseModel):
     rss_growth_mb_per_h_max: float | None = Field(None, ge=0)
     crashes_max: int | None = Field(None, ge=0)
     determinism: bool | None = None
+    licence: LicenceGate | None = None
 
     def needs_reference(self) -> list[str]:
         return [k for k in ("p99_latency_ratio_max", "int8_max_drop") if getattr(self, k) is not None]
@@ -82,12 +105,16 @@ def load_gate(path: Path | str) -> Gate:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{p}: expected a mapping of thresholds (e.g. `crashes_max: 0`), got {type(doc).__name__}")
-    known = list(Gate.model_fields)
-    for key in doc:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, 1) if len(str(key)) <= 200 else []
-            raise ConfigError(f"{p}: unknown gate key {short_repr(key)}" + (f" (did you mean '{close[0]}'?)" if close else "")
-                              + f"; known keys: {', '.join(known)}")
+    sections: list[tuple[str, dict[Any, Any], list[str]]] = [("", doc, list(Gate.model_fields))]
+    if isinstance(doc.get("licence"), dict):
+        sections.append(("licence.", doc["licence"], list(LicenceGate.model_fields)))
+    for prefix, section, known in sections:
+        for key in section:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, 1) if len(str(key)) <= 200 else []
+                raise ConfigError(f"{p}: unknown gate key {short_repr(f'{prefix}{key}' if prefix else key)}"
+                                  + (f" (did you mean '{prefix}{close[0]}'?)" if close else "")
+                                  + f"; known keys: {', '.join(prefix + k for k in known)}")
     try:
         return Gate.model_validate({"name": p.stem, **doc})
     except ValidationError as e:
@@ -204,7 +231,20 @@ def judge_gate(gate: Gate, facts: dict[str, Any]) -> list[Check]:
     if gate.determinism:
         ok = facts.get("determinism") == "pass"
         checks.append(Check("determinism", True, ok, ok, "determinism suite " + str(facts.get("determinism"))))
+    if gate.licence is not None and gate.licence.permissive_only:
+        checks.append(_licence_check(gate.licence, facts.get("licence")))
     return checks
+
+
+def _licence_check(rule: LicenceGate, fact: dict[str, Any] | None) -> Check:
+    """``licence.permissive_only`` on the model's chain (``facts["licence"]``, `edgevision.licences.gate_facts`)."""
+    if not fact or not fact.get("items"):
+        return Check("licence", True, None, False, "licence chain: not measured (the model's metadata was not read)")
+    from edgevision.licences import chain_from_facts
+
+    chain = chain_from_facts(fact).accept(rule.accept, strict=False)  # one gate file serves many models
+    ok = chain.verdict == "permissive"
+    return Check("licence", True, ok, ok, "licence chain (training code, weights, dataset) " + chain.summary())
 
 
 def _pct(v: float, limit: float | None = None) -> str:
@@ -272,6 +312,9 @@ EXPLAIN: dict[str, tuple[str, str]] = {
                     "see the bad_input, concurrency and soak sections of reliability.json"),
     "determinism": ("the same image does not always get the same answer",
                     "see the determinism section of reliability.json; pin --threads"),
+    "licence": ("shipping the model in a closed product may break the licence of its training code, weights or "
+                "data", "train with --backend torchvision from weights and data you may use commercially, or list "
+                "the item in the gate's licence.accept after a legal review (see `edgevision licences MODEL`)"),
 }
 """For each gate key: what a failure means and what would fix it (one line each, for summaries)."""
 

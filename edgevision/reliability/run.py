@@ -194,6 +194,9 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
 
     facts = _facts({**latency, "_samples": {k: v["pipeline_ms"] for k, v in lat.items()}}, accuracy, results)
     facts.update({k: v for k, v in drop.items() if k != "rel_drop" or v is not None})
+    from edgevision.licences import gate_facts
+
+    facts["licence"] = gate_facts(meta.source)  # the model's licence chain, as its metadata records it
     checks = judge_gate(gate, facts)
     for name, res in results.items():  # a suite that could not run fails the gate whatever its keys
         if res.status == "error":

@@ -136,7 +136,10 @@ class ModelMetadata:
         defaults: ``conf``, ``iou``, ``max_det`` the runtime uses when neither the call nor the
             operating points say otherwise;
         source: provenance: ``backend``, ``arch``, ``weights_sha256``, ``licence``, ``weights_origin``,
-            ``dataset_hash``, ``config_sha256``, ``imgsz_trained``;
+            ``dataset_hash``, ``config_sha256``, ``imgsz_trained``, and ``licences``: the licence chain of the
+            training code, starting weights and dataset (a list of ``{role, name, licence, category, source,
+            note}``, see `edgevision.licences`; added in schema 1 without a version change, as readers ignore
+            what they do not know);
         quantization: None for float models; the quantizer's record (target, method, ...) for INT8;
         data_stats: statistics of the validation images the model was evaluated on (image brightness,
             contrast, sharpness; detections per image and their scores at the operating points; see
