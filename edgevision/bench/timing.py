@@ -190,7 +190,7 @@ def time_in_child(model: Path | str, images: Sequence[Path | str], *, providers:
 
 def time_interleaved(models: dict[str, Path | str], images: Sequence[Path | str], *, threads: int | None = None,
                      samples: int = 700, warmup: int = 20, throughput_images: int = 50,
-                     timeout: float = 3600.0) -> dict[str, dict[str, Any]]:
+                     timeout: float = 3600.0, providers: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Time ONNX models call by call in turn, each in its own fresh process (see the module docstring).
 
     Sample ``i`` asks every model for one timed call, in the models' order for even ``i`` and the reverse
@@ -213,7 +213,8 @@ def time_interleaved(models: dict[str, Path | str], images: Sequence[Path | str]
     spec_files = []
     try:
         for key, path in models.items():
-            spec = {"model": str(path), "images": [str(p) for p in images], "threads": threads, "warmup": warmup}
+            spec = {"model": str(path), "images": [str(p) for p in images], "threads": threads, "warmup": warmup,
+                    "providers": providers}
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as sf:
                 json.dump(spec, sf)
             spec_files.append(Path(sf.name))
@@ -269,7 +270,8 @@ def _stepped(spec: dict[str, Any]) -> int:
     for line in sys.stdin:
         cmd = line.split()
         if cmd == ["ready"]:
-            timer = _OnnxTimer(Path(spec["model"]), [Path(p) for p in spec["images"]], None, spec["threads"], 1)
+            timer = _OnnxTimer(Path(spec["model"]), [Path(p) for p in spec["images"]], spec.get("providers"),
+                               spec["threads"], 1)
             timer.warm(int(spec["warmup"]))
             print(json.dumps(timer.head()), flush=True)
         elif cmd == ["time"] and timer is not None:

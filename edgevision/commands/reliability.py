@@ -29,6 +29,9 @@ def command(
     split: str = typer.Option("val", "--split", help="Split to judge on ('all' for every image)."),
     src_format: str = typer.Option("auto", "--from", help="Dataset format, or 'auto'."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="onnxruntime threads (default: all cores)."),
+    providers: str | None = typer.Option(None, "--providers", help="onnxruntime execution providers in order of "
+                                         "preference, e.g. tensorrt,cuda (default: CPU; a provider that cannot be "
+                                         "used here is reported in one line)."),
     soak_seconds: float = typer.Option(60.0, "--soak-seconds", min=1.0, help="Soak duration."),
     soak_count: int | None = typer.Option(None, "--soak-count", min=10, help="Soak this many calls instead."),
     robustness_images: int = typer.Option(50, "--robustness-images", min=1, help="Images per corruption and severity."),
@@ -66,7 +69,8 @@ def command(
         rep = run_reliability(model, data, out_dir, gate=g, reference=reference, suites=suites, split=split,
                               fmt=src_format, threads=threads, soak_seconds=soak_seconds, soak_count=soak_count,
                               latency_samples=latency_samples, robustness_images=robustness_images,
-                              corruptions=corrs, severities=sev, seed=seed, overwrite=overwrite, progress=progress)
+                              corruptions=corrs, severities=sev, seed=seed, overwrite=overwrite,
+                              providers=providers, progress=progress)
     t = Table(title=f"gate '{g.name}'", title_justify="left")
     for col in ("check", "result", "detail"):
         t.add_column(col)

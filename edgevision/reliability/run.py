@@ -82,6 +82,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
                     soak_count: int | None = None, latency_samples: int = 700,
                     robustness_images: int = 50, corruptions: Sequence[str] | None = None,
                     severities: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0, overwrite: bool = False,
+                    providers: Sequence[str] | str | None = None,
                     progress: Progress | None = None) -> ReliabilityReport:
     """Run the suites on ``model`` (an ONNX file), judge the gate, write the reports to ``out``.
 
@@ -104,6 +105,10 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         raise ConfigError(f"{model}: the reliability suites run ONNX models (what goes on the line); export it "
                           "first with `edgevision export`")
     meta = read_metadata(model)
+    from edgevision.runtime.providers import resolve_providers
+
+    chain = resolve_providers(providers) if providers else None  # ConfigError for one this onnxruntime lacks
+    label = (chain[0] if chain else "CPUExecutionProvider").removesuffix("ExecutionProvider").lower()
     ref_meta = read_metadata(ref) if ref is not None else None
     if gate.needs_reference() and ref is None:
         raise ConfigError(f"the gate '{gate.name}' judges {', '.join(gate.needs_reference())} against a reference "
@@ -148,7 +153,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
     # latency in clean processes (the model and the reference timed in turn), then accuracy
     tick("latency (a clean process per model, calls interleaved)")
     lat = _interleaved_latency({"model": model, **({"reference": ref} if ref is not None else {})}, images[:100],
-                               threads, latency_samples)
+                               threads, latency_samples, chain)
     latency = {}
     for k, raw in lat.items():
         from edgevision.bench.report import latency_stats
@@ -158,7 +163,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
                       "load_s": raw.get("load_s"), "peak_rss_mb": raw.get("peak_rss_mb"),
                       "throughput_ips": raw.get("throughput_ips")}
     tick("accuracy")
-    acc_m, preds_m = accuracy_and_predictions(model, gt, list(meta.names), "cpu", None, threads, "cpu")
+    acc_m, preds_m = accuracy_and_predictions(model, gt, list(meta.names), label, chain, threads, "cpu")
     accuracy: dict[str, Any] = {"model": acc_m.model_dump()}
     costs = _costs(model, ref)
     drop: dict[str, Any] = {}
@@ -166,7 +171,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         from edgevision.core.dataset import LabelMap
         from edgevision.evaluate.bootstrap import match_table, paired_bootstrap
 
-        acc_r, preds_r = accuracy_and_predictions(ref, gt, list(meta.names), "cpu", None, threads, "cpu")
+        acc_r, preds_r = accuracy_and_predictions(ref, gt, list(meta.names), label, chain, threads, "cpu")
         accuracy["reference"] = acc_r.model_dump()
         labels = LabelMap(list(meta.names))
         boot = paired_bootstrap(match_table(gt, preds_r, labels, max_dets=100), match_table(gt, preds_m, labels,
@@ -177,7 +182,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
     for acc in accuracy.values():  # both rates with their exact intervals; the expected cost when priced
         _with_intervals(acc, costs)
 
-    det = Detector(model, threads=threads)
+    det = Detector(model, providers=chain, threads=threads)
     results: dict[str, SuiteResult] = {}
     scratch = Path(tempfile.mkdtemp(prefix="edgevision-reliability-"))
     try:
@@ -185,7 +190,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
             tick(name)
             try:
                 results[name] = _run_suite(name, det, model, threads, images, gt, meta, robustness_images, corrs,
-                                           severities, seed, soak_seconds, soak_count, limit, scratch)
+                                           severities, seed, soak_seconds, soak_count, limit, scratch, chain)
             except Exception as e:  # noqa: BLE001  a suite that cannot run is reported, the others still run
                 log.exception("suite %s failed to run", name)
                 results[name] = SuiteResult(name, "error", {}, [f"{e.__class__.__name__}: {' '.join(str(e).split())[:200]}"])
@@ -210,7 +215,8 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
         data={"path": str(data), "split": split, "images": len(gt_all)}, env=env,
         settings={"suites": chosen, "threads": threads, "soak_seconds": soak_seconds, "soak_count": soak_count,
                   "latency_samples": latency_samples, "robustness_images": robustness_images, "corruptions": corrs,
-                  "severities": list(severities), "seed": seed, "seconds": round(time.perf_counter() - t_all, 1)},
+                  "severities": list(severities), "seed": seed, "seconds": round(time.perf_counter() - t_all, 1),
+                  "providers_requested": chain, "providers": list(det.providers), "provider_fallback": det.fallback},
         latency=latency, accuracy=accuracy, suites=results, gate={**gate.model_dump(), "facts": facts}, checks=checks)
     _write(report, out, overwrite)
     if progress is not None:
@@ -219,7 +225,7 @@ def run_reliability(model: Path | str, data: Path | str, out: Path | str, *, gat
 
 
 def _interleaved_latency(models: dict[str, Path], images: list[Path], threads: int | None,
-                         samples: int) -> dict[str, dict[str, Any]]:
+                         samples: int, providers: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """The model alone in a fresh process; with a reference, both in their own processes at once, timed call
     by call in turn (`edgevision.bench.timing.time_interleaved`): a burst of load on a shared box hits both
     alike instead of biasing their ratio."""
@@ -227,13 +233,16 @@ def _interleaved_latency(models: dict[str, Path], images: list[Path], threads: i
 
     if len(models) == 1:
         (key, path), = models.items()
-        return {key: time_in_child(path, images, threads=threads, samples=samples, warmup=20, throughput_images=50)}
-    return time_interleaved(dict(models), images, threads=threads, samples=samples, warmup=20, throughput_images=50)
+        return {key: time_in_child(path, images, providers=providers, threads=threads, samples=samples, warmup=20,
+                                   throughput_images=50)}
+    return time_interleaved(dict(models), images, threads=threads, samples=samples, warmup=20, throughput_images=50,
+                            providers=providers)
 
 
 def _run_suite(name: str, det: Any, model: Path, threads: int | None, images: list[Path], gt: list[Any], meta: Any,
                robustness_images: int, corrs: list[str], severities: Sequence[int], seed: int,
-               soak_seconds: float | None, soak_count: int | None, limit: float, scratch: Path) -> SuiteResult:
+               soak_seconds: float | None, soak_count: int | None, limit: float, scratch: Path,
+               providers: list[str] | None = None) -> SuiteResult:
     from edgevision.reliability import suites as S
     from edgevision.runtime import Detector
 
@@ -243,7 +252,7 @@ def _run_suite(name: str, det: Any, model: Path, threads: int | None, images: li
     if name == "robustness":
         return S.robustness(_scorer(det, gt[:robustness_images], meta), corrs, severities, seed)
     if name == "determinism":
-        return S.determinism(lambda t: Detector(model, threads=t), images[:5], repeats=5,
+        return S.determinism(lambda t: Detector(model, providers=providers, threads=t), images[:5], repeats=5,
                              threads=(1, None) if threads in (None, 1) else (1, threads))
     if name == "bad_input":
         return S.bad_input(det, images[0], scratch / "bad-input")

@@ -24,7 +24,7 @@ from edgevision.runtime.images import ImageInput, ImageReadError, decode_image, 
 from edgevision.runtime.metadata import METADATA_KEY, ModelFormatError, ModelMetadata
 from edgevision.runtime.postprocess import Decoded, Query, decode
 from edgevision.runtime.preprocess import Preprocessor, Transform
-from edgevision.runtime.providers import resolve_providers, session_options
+from edgevision.runtime.providers import provider_entries, resolve_providers, session_options
 from edgevision.runtime.tiling import merge_detections, slice_windows, truncated
 
 __all__ = ["Detections", "Detector", "ImageReadError", "Transform", "read_metadata"]
@@ -91,6 +91,20 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _precision_of(path: Path) -> str | None:
+    """The ``precision`` the file's EdgeVision metadata records, read from its bytes before a session exists
+    (TensorRT's FP16 switch depends on it); None when unknown."""
+    import json
+
+    from edgevision.runtime.props import ProtoError, metadata_props
+
+    try:
+        doc = json.loads(metadata_props(path.read_bytes()).get(METADATA_KEY, "{}"))
+    except (OSError, ValueError, ProtoError):
+        return None
+    return str(doc.get("precision")) if isinstance(doc, dict) and doc.get("precision") else None
+
+
 def _open_session(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
     if not path.exists():
         raise ModelFormatError(f"{path}: model file not found; check the path (export one with `edgevision export`)")
@@ -98,8 +112,10 @@ def _open_session(path: Path, providers: list[str], threads: int | None) -> ort.
         raise ModelFormatError(f"{path}: is not a file; give the .onnx file written by `edgevision export`")
     if path.stat().st_size == 0:
         raise ModelFormatError(f"{path}: model file is empty (0 bytes); re-export it with `edgevision export`")
+    entries = provider_entries(providers, path, _precision_of(path)) if "TensorrtExecutionProvider" in providers \
+        else providers
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+        return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=entries)
     except Exception as e:  # onnxruntime raises several types (InvalidProtobuf, Fail, RuntimeError...)
         raise ModelFormatError(f"{path}: not an ONNX model onnxruntime can load ({_one_line(e)}); "
                                "re-export it with `edgevision export`") from None
@@ -179,6 +195,15 @@ class Detector:
         self._decision = self.metadata.decision_thresholds().classes  # the operating points, else defaults.conf
         self.names = list(self.metadata.names)
         self.providers = list(self.session.get_providers())
+        dropped = [p for p in chosen if p not in self.providers]
+        self.fallback: str | None = None
+        """One line when a requested provider could not be used (its libraries missing, the device absent), else
+        None: onnxruntime drops such a provider with only its own log line; EdgeVision says it once, here."""
+        if dropped:
+            self.fallback = (f"execution provider(s) {', '.join(p.removesuffix('ExecutionProvider') for p in dropped)}"
+                             f" could not be used on this machine; running on "
+                             f"{', '.join(p.removesuffix('ExecutionProvider') for p in self.providers)}")
+            log.warning("%s: %s", self.path, self.fallback)
         self._batch_dim, self._nms_feeds = self._check_graph()
         self.dynamic_batch = self._batch_dim is None
         self._pre = Preprocessor(self.metadata.input)
@@ -200,7 +225,8 @@ class Detector:
         return {"path": str(self.path), "origin": str(m.source.get("origin", "edgevision")), "note": origin_note(m),
                 "layout": m.output.layout, "classes": len(self.names),
                 "input": f"{m.input.name} ({'B' if self.dynamic_batch else self._batch_dim}, 3, {h}, {w}) {m.input.dtype}",
-                "preprocess": preprocess_text(m.input), "precision": m.precision, "providers": list(self.providers)}
+                "preprocess": preprocess_text(m.input), "precision": m.precision, "providers": list(self.providers),
+                "fallback": self.fallback}
 
     @property
     def operating_rules(self) -> dict[str, str] | None:

@@ -41,12 +41,15 @@ def test_full_run_passes_the_default_gate_and_writes_every_report(setup, tmp_pat
 
     out = tmp_path / "rel"
     r = run_cli("reliability", setup["model"], "--data", setup["data"], "--out", out, "--reference", setup["model"],
-                *FAST, block_network=tmp_path / "net")
+                *FAST, "--providers", "cpu", block_network=tmp_path / "net")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASS" in r.stdout and "reliability.html" in r.stdout
     doc = json.loads((out / "reliability.json").read_text())
     jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
     assert doc["verdict"] == "PASS" and doc["gate"]["name"] == "default"
+    st = doc["settings"]
+    assert (st["providers_requested"], st["providers"], st["provider_fallback"]) == (
+        ["CPUExecutionProvider"], ["CPUExecutionProvider"], None)
     assert [c["key"] for c in doc["gate"]["checks"]] == ["p99_latency_ratio_max", "int8_max_drop", "rpc_min",
                                                          "rss_growth_mb_per_h_max", "crashes_max", "determinism"]
     assert set(doc["suites"]) == {"soak", "robustness", "determinism", "bad_input", "concurrency"}
