@@ -375,7 +375,8 @@ def test_a_running_line_waits_out_a_database_outage(pg: PgServer, model: Path, t
             pg.start()
         assert wait(lambda: reader.count() == 4 and line.healthy()[0])
         assert sorted(p.image for p in reader.parts()) == [f"part_{i:04d}.png" for i in range(4)]  # each once
-        assert not list((tmp_path / "in").glob("*.png"))
+        # the file is moved away just after its part is recorded (record first, then the `after` policy)
+        assert wait(lambda: not list((tmp_path / "in").glob("*.png"))), list((tmp_path / "in").glob("*.png"))
     finally:
         stop.set()
         runner.join(timeout=30)
