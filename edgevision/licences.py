@@ -541,7 +541,9 @@ def model_items(path: Path | str) -> tuple[list[LicenceItem], str]:
         if not any((p / f).is_file() for f in ("model.json", "dataset.json", "config.yaml")):
             raise ConfigError(f"{p}: not a run folder (no model.json, dataset.json or config.yaml); give a run folder "
                               "written by `edgevision train` or an exported .onnx")
-        spec, dataset = _read_json(p / "model.json"), _read_json(p / "dataset.json")
+        from edgevision.export.source import read_run_json
+
+        spec, dataset = read_run_json(p / "model.json"), read_run_json(p / "dataset.json")
         return chain_items(_run_backend(p, spec), spec, dataset), "run"
     if not p.exists():
         raise ConfigError(f"{p}: not found; give an exported .onnx or a run folder")
@@ -591,16 +593,6 @@ def _run_backend(run: Path, spec: Mapping[str, Any] | None) -> str | None:
     if spec and spec.get("arch") in TORCHVISION_ARCHS:
         return "torchvision"
     return None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not readable JSON ({short_text(str(e), 120)}); fix or delete the file") from e
-    return data if isinstance(data, dict) else None
 
 
 # ------------------------------------------------------------------------------------------ distributions

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevision.core.errors import ConfigError
+from edgevision.core.errors import ConfigError, short_text
 from edgevision.core.io import sha256_file
 from edgevision.train.run import RunPaths
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelSource", "resolve_source"]
+__all__ = ["ModelSource", "read_run_json", "resolve_source"]
 
 ULTRALYTICS = "ultralytics"
 TORCHVISION = "torchvision"
@@ -37,18 +37,18 @@ class ModelSource:
         """The run's ``thresholds.json`` document, or None without a run or file."""
         if self.run is None or not self.run.thresholds.is_file():
             return None
-        return _read_json(self.run.thresholds)
+        return read_run_json(self.run.thresholds)
 
     def data_stats(self) -> dict[str, Any] | None:
         """The run's ``data_stats.json`` (the val images' statistics, the line's drift reference), or None."""
         if self.run is None or not self.run.data_stats.is_file():
             return None
-        return _read_json(self.run.data_stats)
+        return read_run_json(self.run.data_stats)
 
     def provenance(self, arch: str, imgsz_trained: int | None) -> dict[str, Any]:
         """The metadata ``source`` record: backend, arch, weights hash, licence, origin, dataset, config."""
-        spec = _read_json(self.run.root / "model.json") if self.run is not None else None
-        dataset = _read_json(self.run.dataset) if self.run is not None else None
+        spec = read_run_json(self.run.root / "model.json") if self.run is not None else None
+        dataset = read_run_json(self.run.dataset) if self.run is not None else None
         config = self.run.config if self.run is not None and self.run.config.is_file() else None
         return {
             "backend": self.backend,
@@ -71,8 +71,8 @@ class ModelSource:
         recorded)``."""
         from edgevision.licences import chain_items, licence_record
 
-        spec = _read_json(self.run.root / "model.json") if self.run is not None else None
-        dataset = _read_json(self.run.dataset) if self.run is not None else None
+        spec = read_run_json(self.run.root / "model.json") if self.run is not None else None
+        dataset = read_run_json(self.run.dataset) if self.run is not None else None
         return licence_record(chain_items(self.backend, spec, dataset))
 
 
@@ -82,13 +82,19 @@ def _default_licence(backend: str) -> str:
     return "AGPL-3.0 (Ultralytics model)" if backend == ULTRALYTICS else "unknown (no run model.json)"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_run_json(path: Path) -> dict[str, Any] | None:
+    """A run folder's JSON object (model.json, dataset.json, thresholds.json, ...), or None when absent or not an
+    object.
+
+    Raises:
+        ConfigError: the file exists but is not readable JSON (one line: fix or delete it).
+    """
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not readable JSON ({e}); fix or delete the file") from e
+        raise ConfigError(f"{path}: not readable JSON ({short_text(str(e), 120)}); fix or delete the file") from e
     return data if isinstance(data, dict) else None
 
 

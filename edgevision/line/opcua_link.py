@@ -35,6 +35,7 @@ from asyncua.crypto import security_policies, uacrypto
 
 from edgevision.core.errors import ConfigError
 from edgevision.line.config import OpcUaEndpointConfig, read_secret
+from edgevision.line.sinks.base import one_line
 from edgevision.line.sinks.opcua import _cancel_all, _read_cert_and_key
 
 __all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "LinkDown", "OpcUaLink", "parse_nodeid", "resolve_namespace"]
@@ -50,11 +51,6 @@ Session = Callable[[Any, asyncio.Event, asyncio.Event], AsyncIterator[None]]
 
 class LinkDown(Exception):
     """The connection or a node failed; the message (one line) becomes the owner's status detail."""
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
 class OpcUaLink:

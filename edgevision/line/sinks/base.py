@@ -13,7 +13,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["LatestSlot", "PartDecision", "Sink", "SinkStatus"]
+__all__ = ["LatestSlot", "PartDecision", "Sink", "SinkStatus", "one_line"]
+
+
+def one_line(e: BaseException) -> str:
+    """``Class: message`` on one line (whitespace folded), for a status detail; the class alone without a message."""
+    text = " ".join(str(e).split())
+    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edgevision.line.config import ModbusSinkConfig
-from edgevision.line.sinks.base import LatestSlot, PartDecision, SinkStatus
+from edgevision.line.sinks.base import LatestSlot, PartDecision, SinkStatus, one_line
 
 __all__ = ["ModbusSink"]
 
@@ -54,11 +54,6 @@ def _u16(value: float) -> int:
     if value >= 65535:
         return 65535
     return max(0, round(value))
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
 class _WriteError(Exception):
@@ -80,7 +75,7 @@ class _TcpClient(ModbusTcpClient):
                 source_address=self.comm_params.source_address,
             )
         except OSError as e:
-            self.last_error = _one_line(e)
+            self.last_error = one_line(e)
             self.socket = None
             return False
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -224,7 +219,7 @@ class ModbusSink:
         try:
             response = call()
         except (ModbusException, OSError, ValueError) as e:
-            raise _WriteError(f"{what} to {self._peer} failed: {_one_line(e)}") from None
+            raise _WriteError(f"{what} to {self._peer} failed: {one_line(e)}") from None
         if response is None or response.isError():
             code = getattr(response, "exception_code", None)
             raise _WriteError(f"{what} to {self._peer} refused by the PLC (Modbus exception code {code})")
@@ -306,7 +301,7 @@ class ModbusSink:
         except Exception as e:  # the thread must report, not vanish silently
             log.exception("modbus sink: writer thread failed")
             with self._lock:
-                self._status.last_error = _one_line(e)
-                self._set_state("down", f"writer thread failed: {_one_line(e)}")
+                self._status.last_error = one_line(e)
+                self._set_state("down", f"writer thread failed: {one_line(e)}")
         finally:
             self._disconnect()

@@ -50,7 +50,7 @@ import paho.mqtt.client as mqtt
 from edgevision.core.errors import ConfigError
 from edgevision.line.config import MqttSinkConfig, read_secret
 from edgevision.line.record import Outbox
-from edgevision.line.sinks.base import PartDecision, SinkStatus
+from edgevision.line.sinks.base import PartDecision, SinkStatus, one_line
 
 __all__ = ["MqttSink", "tls_context", "topic_level"]
 
@@ -81,11 +81,6 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
-
-
 def tls_context(cfg: Any, what: str) -> ssl.SSLContext | None:
     """The TLS context for a broker from ``cfg``'s ``tls_ca`` / ``tls_cert`` / ``tls_key`` (None: no TLS).
 
@@ -106,7 +101,7 @@ def tls_context(cfg: Any, what: str) -> ssl.SSLContext | None:
         if cfg.tls_cert is not None:
             ctx.load_cert_chain(str(cfg.tls_cert), None if cfg.tls_key is None else str(cfg.tls_key))
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise ConfigError(f"{what}: cannot load the TLS files ({_one_line(e)})") from None
+        raise ConfigError(f"{what}: cannot load the TLS files ({one_line(e)})") from None
     return ctx
 
 
@@ -178,7 +173,7 @@ class MqttSink:
         try:
             topic = template.format(**fields)
         except (KeyError, IndexError, ValueError, AttributeError) as e:
-            raise ConfigError(f"sinks.mqtt.{what} {template!r}: cannot format it ({_one_line(e)}; placeholders: "
+            raise ConfigError(f"sinks.mqtt.{what} {template!r}: cannot format it ({one_line(e)}; placeholders: "
                               f"{', '.join('{' + k + '}' for k in fields)})") from None
         if not topic or "+" in topic or "#" in topic or "\x00" in topic or len(topic.encode()) > 65535:
             raise ConfigError(f"sinks.mqtt.{what} {template!r}: not a valid topic to publish to "
@@ -267,7 +262,7 @@ class MqttSink:
                 pass
         except Exception as e:  # a bug: say so where the status is read, keep the rows for the next start
             _log.exception("mqtt sink: the thread failed")
-            self._set_state("down", f"sink thread failed ({_one_line(e)}); restart the line", failed=True)
+            self._set_state("down", f"sink thread failed ({one_line(e)}); restart the line", failed=True)
         finally:
             self._teardown(graceful=False)
             self._release()
@@ -312,7 +307,7 @@ class MqttSink:
             self._network(max(0.0, min(limit, self._next_resync - now)))
             self._after_network()
         except sqlite3.Error as e:
-            self._fail(f"record database: {_one_line(e)}")
+            self._fail(f"record database: {one_line(e)}")
         return False
 
     def _caught_up(self) -> bool:
@@ -359,7 +354,7 @@ class MqttSink:
         try:
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except (OSError, ValueError) as e:
-            self._fail(f"cannot connect to {cfg.host}:{cfg.port} ({_one_line(e)})")
+            self._fail(f"cannot connect to {cfg.host}:{cfg.port} ({one_line(e)})")
             return
         self._connack_by = time.monotonic() + _CONNACK_TIMEOUT_S
 
@@ -426,7 +421,7 @@ class MqttSink:
             readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
                                                   0.0 if buffered else timeout)
         except (OSError, ValueError) as e:
-            self._lost = self._lost or f"socket: {_one_line(e)}"
+            self._lost = self._lost or f"socket: {one_line(e)}"
             return
         if self._wake_r in readable:
             self._drain_wake()
@@ -533,11 +528,11 @@ class MqttSink:
             info = client.publish(topic, payload, qos=self.cfg.qos)
         except ValueError as e:  # paho refuses it (payload over 256 MB...): it would block the queue forever
             _log.error("mqtt sink: outbox message %d cannot be published (%s); dropped from the outbox (the part "
-                       "stays in the record)", row_id, _one_line(e))
+                       "stays in the record)", row_id, one_line(e))
             self._outbox.done([row_id])
             with self._lock:
                 self._status.failed += 1
-                self._status.last_error = f"message {row_id} dropped: {_one_line(e)}"
+                self._status.last_error = f"message {row_id} dropped: {one_line(e)}"
                 self._status.pending = max(0, self._status.pending - 1)
             self._last_sent = row_id
             return True
