@@ -3,7 +3,7 @@
 A detector on a factory box carries more than EdgeVision's Apache-2.0 licence:
 
 - the **training code**: Ultralytics (AGPL-3.0; Ultralytics states its licence extends to the models trained
-  with it) or torchvision's SSDlite (BSD-3-Clause);
+  with it), LibreYOLO's YOLOv9 (MIT) or torchvision's SSDlite (BSD-3-Clause);
 - the **starting weights** (their licence is recorded by ``edgevision weights add``, see
   `edgevision.train.weights`; a model trained from scratch has none);
 - the **dataset** (the recipe's ``licence``, ``commercial_use`` and ``research_only``; NEU-DET, DeepPCB and
@@ -404,6 +404,10 @@ def _code_item(backend: str | None, declared: str | None = None, source: str = "
     if backend == "torchvision":
         return LicenceItem("code", "torchvision", "BSD-3-Clause", PERMISSIVE, source=source,
                            note="SSDlite320-MobileNetV3 built by torchvision")
+    if backend == "libreyolo":
+        return LicenceItem("code", "libreyolo", "MIT", PERMISSIVE, source=source,
+                           note="LibreYOLO's YOLOv9, after the authors' MIT re-release (MultimediaTechLab/YOLO), not "
+                                "the GPL-3.0 WongKinYiu code")
     name = short_text(str(backend), 60) if backend else "training code"
     return LicenceItem("code", name, UNRECORDED, UNKNOWN, note="the training backend is not recorded")
 
@@ -588,10 +592,12 @@ def _run_backend(run: Path, spec: Mapping[str, Any] | None) -> str | None:
         doc = load_yaml(cfg, "run config")
         if isinstance(doc, dict) and doc.get("backend"):
             return str(doc["backend"])
-    from edgevision.train.weights import TORCHVISION_ARCHS
+    from edgevision.train.weights import LIBREYOLO_ARCHS, TORCHVISION_ARCHS
 
     if spec and spec.get("arch") in TORCHVISION_ARCHS:
         return "torchvision"
+    if spec and spec.get("arch") in LIBREYOLO_ARCHS:
+        return "libreyolo"
     return None
 
 

@@ -132,6 +132,10 @@ def open_predictor(model: Path | str, *, device: str = "cpu", imgsz: int | None 
 
     if is_torchvision_checkpoint(ref.path):
         return TorchvisionPredictor.load(ref.path, device=device, imgsz=imgsz)
+    from edgevision.train.libreyolo_backend import LibreYOLOPredictor, is_libreyolo_checkpoint
+
+    if is_libreyolo_checkpoint(ref.path):
+        return LibreYOLOPredictor(ref.path, device=device, imgsz=imgsz, threads=threads)
     from edgevision.train.ultralytics_backend import UltralyticsPredictor
 
     return UltralyticsPredictor(ref.path, device=device, imgsz=imgsz, threads=threads)

@@ -16,7 +16,8 @@ import pytest
 
 pytest_plugins = ["tests.tiny_models"]
 
-TRAINED_FIXTURES = frozenset({"learned", "yolov8_run", "yolo26_run", "tv_run", "v8_onnx", "y26_onnx"})
+TRAINED_FIXTURES = frozenset({"learned", "yolov8_run", "yolo26_run", "tv_run", "ly_run", "ly_onnx", "v8_onnx",
+                              "y26_onnx"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

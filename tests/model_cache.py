@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 ENV = "EDGEVISION_TEST_CACHE"
 _PACKAGES = ("torch", "torchvision", "ultralytics", "onnx", "onnxruntime", "onnxslim", "numpy", "opencv-python-headless",
-             "albumentations")
+             "albumentations", "libreyolo")
 
 
 def code_digest() -> str:

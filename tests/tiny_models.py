@@ -1,4 +1,4 @@
-"""Tiny trained models (yolov8n, yolo26n, SSDlite) shared by the export and quantization tests, and the
+"""Tiny trained models (yolov8n, yolo26n, LibreYOLO yolo9-t, SSDlite) shared by the export and quantization tests, and the
 ``learned`` model: trained through the real CLI, offline, only when a test asks for one, and once per
 test run for all pytest processes (`tests.model_cache`: content-addressed, locked, verified).
 
@@ -75,6 +75,12 @@ def tv_run(export_env: dict[str, Path]) -> Path:
                   "--batch", "4")
 
 
+@pytest.fixture(scope="session")
+def ly_run(export_env: dict[str, Path]) -> Path:
+    """A LibreYOLO (MIT) yolo9-t run folder."""
+    return _train(export_env, "yolo9t", "--backend", "libreyolo", "--model", "yolo9-t", "--batch", "8")
+
+
 def export_tiny(env: dict[str, Path], model: Path, name: str, *args: str) -> Path:
     """`edgevision export MODEL` offline into ``env["root"]/onnx/NAME.onnx`` (checked: no network, checks passed)."""
     out = env["root"] / "onnx" / f"{name}.onnx"
@@ -89,6 +95,11 @@ def export_tiny(env: dict[str, Path], model: Path, name: str, *args: str) -> Pat
 @pytest.fixture(scope="session")
 def v8_onnx(export_env, yolov8_run) -> Path:
     return export_tiny(export_env, yolov8_run, "v8")
+
+
+@pytest.fixture(scope="session")
+def ly_onnx(export_env, ly_run) -> Path:
+    return export_tiny(export_env, ly_run, "yolo9t")
 
 
 @pytest.fixture(scope="session")

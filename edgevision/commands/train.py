@@ -19,7 +19,8 @@ def command(
     config: Path | None = typer.Option(None, "--config", help="YAML config (keys as in configs/train/default.yaml); the command line wins."),
     src_format: str | None = typer.Option(None, "--from", help="Input format, or 'auto' to detect it."),
     recipe: str | None = typer.Option(None, "--recipe", help="Public-dataset recipe (see 'edgevision recipes list')."),
-    backend: str | None = typer.Option(None, "--backend", help="ultralytics (AGPL-3.0, default) or torchvision (BSD)."),
+    backend: str | None = typer.Option(None, "--backend", help="ultralytics (AGPL-3.0, default), libreyolo (MIT, YOLOv9) or "
+                                          "torchvision (BSD, SSDlite)."),
     imgsz: int | None = typer.Option(None, "--imgsz", help="Image side in pixels."),
     epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
     batch: int | None = typer.Option(None, "--batch", help="Images per step."),
@@ -127,10 +128,10 @@ def print_result(result: Any) -> None:
     t.add_row("train images/s", _f(tr.get("train_images_per_s"), 1))
     t.add_row("val mAP50-95 (COCO, pycocotools)", _f(coco.get("map50_95")))
     t.add_row("val mAP50 (COCO, pycocotools)", _f(coco.get("map50")))
-    own = m.get("backend", {}).get("metrics") or {}
-    if "metrics/mAP50-95(B)" in own:
-        t.add_row("val mAP50-95 (Ultralytics' own val)", _f(own.get("metrics/mAP50-95(B)")))
-        t.add_row("val mAP50 (Ultralytics' own val)", _f(own.get("metrics/mAP50(B)")))
+    own = m.get("backend", {})
+    if own.get("map50_95") is not None:
+        t.add_row(f"val mAP50-95 ({own.get('name')}'s own val)", _f(own.get("map50_95")))
+        t.add_row(f"val mAP50 ({own.get('name')}'s own val)", _f(own.get("map50")))
     dec = m["coco"].get("decisions") or {}
     from edgevision.evaluate.operating import rate_of
 

@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from edgevision.core.errors import ConfigError, OutputExistsError
-from edgevision.export.backends import ExportError, RawExport, export_torchvision, export_ultralytics
+from edgevision.export.backends import (
+    ExportError,
+    RawExport,
+    export_libreyolo,
+    export_torchvision,
+    export_ultralytics,
+)
 from edgevision.export.graph import (
     NMS_OUTPUTS,
     add_nms,
@@ -21,7 +27,7 @@ from edgevision.export.graph import (
     set_metadata,
     to_fp16,
 )
-from edgevision.export.source import TORCHVISION, resolve_source
+from edgevision.export.source import LIBREYOLO, TORCHVISION, resolve_source
 from edgevision.runtime.metadata import InputSpec, ModelMetadata, OutputSpec
 
 log = logging.getLogger(__name__)
@@ -119,8 +125,13 @@ def export_model(model: Path | str, out: Path | str, *, imgsz: int | None = None
         raw = export_torchvision(src, imgsz, opset, dynamic_batch)
         layout, onnx_model = "torchvision-postnms", raw.model
     else:
-        raw = export_ultralytics(src, imgsz, opset, dynamic_batch)
-        onnx_model = pin_spatial(raw.model, raw.imgsz, raw.imgsz) if dynamic_batch else raw.model
+        if src.backend == LIBREYOLO:
+            raw = export_libreyolo(src, imgsz, opset, dynamic_batch)
+            onnx_model = raw.model
+        else:
+            raw = export_ultralytics(src, imgsz, opset, dynamic_batch)
+            onnx_model = pin_spatial(raw.model, raw.imgsz, raw.imgsz) if dynamic_batch else raw.model
+        notes += raw.notes
         layout = detect_layout(onnx_model, len(raw.names), raw.end2end)
         if nms_in_graph and layout != "yolo-raw":
             raise ConfigError(f"--nms-in-graph: {src.weights} has a YOLO26 end-to-end head: its graph already ends in "

@@ -5,6 +5,12 @@
   be the run folder). Its ``metadata_props`` are kept so ``ultralytics.YOLO("x.onnx")`` still loads the
   file. With ``dynamic_batch`` it is asked for ``dynamic=True`` (batch, height and width symbolic) and
   height / width are pinned afterwards (`edgevision.export.graph.pin_spatial`): only the batch stays free.
+* **LibreYOLO YOLOv9**: ``torch.onnx.export(dynamo=False)`` of the fused model in eval mode with its head's
+  ``export`` flag (anchors computed in the graph), wrapped so that the output is the ``yolo-raw`` layout the
+  Ultralytics exports have: ``(B, 4+nc, N)`` with boxes as centre, width, height in input pixels (LibreYOLO's
+  head gives corners) and sigmoid class scores. Pre-processing as trained by EdgeVision's libreyolo backend:
+  letterbox centred, pad 114, RGB, 1/255. A checkpoint trained elsewhere with LibreYOLO's top-left padding is
+  exported with a note (boxes of non-square images shift by the pad the model never saw on that side).
 * **torchvision SSDlite**: ``torch.onnx.export(dynamo=False)`` of the model in eval mode, wrapped so that
   the graph takes a ``(1, 3, H, W)`` float tensor in [0, 1] already resized to ``imgsz x imgsz`` (the
   model's transform then normalises inside the graph and its resize is the identity) and returns
@@ -27,7 +33,7 @@ from edgevision.train.imgsz import trained_imgsz, working_imgsz
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportError", "RawExport", "export_torchvision", "export_ultralytics"]
+__all__ = ["ExportError", "RawExport", "export_libreyolo", "export_torchvision", "export_ultralytics"]
 
 TV_SCORE_THRESH = 0.001
 TV_MAX_DET = 300
@@ -57,6 +63,7 @@ class RawExport:
     arch: str
     end2end: bool = False
     input: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def check_imgsz(imgsz: int, stride: int, where: str) -> None:
@@ -167,6 +174,80 @@ def export_torchvision(src: ModelSource, imgsz: int | None, opset: int, dynamic_
         input={"resize": "stretch", "pad_value": 0, "channel_order": "RGB", "scale": 1.0 / 255.0,
                "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "uint16": "minmax"},
     )
+
+
+def export_libreyolo(src: ModelSource, imgsz: int | None, opset: int, dynamic_batch: bool) -> RawExport:
+    """Export a LibreYOLO YOLOv9 checkpoint to the ``yolo-raw`` layout (see the module doc).
+
+    Raises:
+        ConfigError: not a LibreYOLO YOLOv9 detection checkpoint; a bad ``imgsz``.
+        ExportError: the tracer failed.
+    """
+    import torch
+
+    from edgevision.train.libreyolo_backend import _names, load_model, read_checkpoint
+
+    ck = read_checkpoint(src.weights)
+    names = _names(ck)
+    trained = trained_imgsz(ck)
+    size = working_imgsz(imgsz, ck, "libreyolo")
+    stride = 32
+    check_imgsz(size, stride, f"{src.weights} (LibreYOLO YOLOv9)")
+    notes = []
+    pad = str(ck.get("letterbox_pad") or "topleft").lower()
+    if pad != "center":
+        notes.append(f"{src.weights.name} was trained with LibreYOLO's '{pad}' letterbox; EdgeVision pads centred, so "
+                     "boxes of non-square images may shift (square images are unaffected); models trained with "
+                     "`edgevision train --backend libreyolo` pad centred")
+    net = load_model(src.weights).model
+    net.eval()
+    if hasattr(net, "fuse"):
+        net.fuse()
+    net.head.export = True
+    wrapped = _raw_yolo_module()(net).eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory(prefix="edgevision-export-") as tmp:
+        f = Path(tmp) / "model.onnx"
+        try:
+            import warnings
+
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapped, (x,), str(f), opset_version=opset, input_names=["images"],
+                                  output_names=["output0"], dynamo=False,
+                                  dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic_batch
+                                  else None)
+        except Exception as e:
+            raise ExportError(f"{src.weights}: torch.onnx.export failed ({e.__class__.__name__}: {e})") from e
+        import onnx
+
+        model_onnx = onnx.load(str(f))
+    from edgevision.export.graph import slim
+
+    return RawExport(
+        model=slim(model_onnx), names=names, stride=stride, imgsz=size, imgsz_trained=trained,
+        arch=f"yolo9-{ck.get('size') or 't'}", notes=notes,
+        input={"resize": "letterbox", "pad_value": 114, "channel_order": "RGB", "scale": 1.0 / 255.0,
+               "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "uint16": "high_byte"},
+    )
+
+
+def _raw_yolo_module() -> Any:
+    import torch
+
+    class RawYOLO(torch.nn.Module):
+        """``(B, 3, H, W)`` -> ``(B, 4+nc, N)``: corners from the head turned into centre, width, height."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, images: Any) -> Any:
+            y = self.model(images)
+            xy1, xy2, scores = y[:, 0:2], y[:, 2:4], y[:, 4:]
+            return torch.cat(((xy1 + xy2) / 2, xy2 - xy1, scores), 1)
+
+    return RawYOLO
 
 
 def _post_nms_module() -> Any:

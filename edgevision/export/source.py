@@ -18,6 +18,7 @@ __all__ = ["ModelSource", "read_run_json", "resolve_source"]
 
 ULTRALYTICS = "ultralytics"
 TORCHVISION = "torchvision"
+LIBREYOLO = "libreyolo"
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ModelSource:
     """A checkpoint to export.
 
     Attributes:
-        weights: the ``.pt`` file; backend: ``ultralytics`` or ``torchvision``;
+        weights: the ``.pt`` file; backend: ``ultralytics``, ``libreyolo`` or ``torchvision``;
         run: the run folder it belongs to (``MODEL`` itself, or ``RUN`` for ``RUN/weights/*.pt``), else None.
     """
 
@@ -79,7 +80,11 @@ class ModelSource:
 def _default_licence(backend: str) -> str:
     # Ultralytics models are AGPL-3.0 whatever the weights; a torchvision checkpoint without its run
     # cannot say which weights it was fine-tuned from.
-    return "AGPL-3.0 (Ultralytics model)" if backend == ULTRALYTICS else "unknown (no run model.json)"
+    if backend == ULTRALYTICS:
+        return "AGPL-3.0 (Ultralytics model)"
+    if backend == LIBREYOLO:
+        return "unknown (a LibreYOLO checkpoint without its run: the code is MIT, the weights' licence is not recorded)"
+    return "unknown (no run model.json)"
 
 
 def read_run_json(path: Path) -> dict[str, Any] | None:
@@ -118,7 +123,8 @@ def resolve_source(model: Path | str) -> ModelSource:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise ConfigError(f"{model}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    from edgevision.train.libreyolo_backend import is_libreyolo_checkpoint
     from edgevision.train.torchvision_backend import is_torchvision_checkpoint
 
-    backend = TORCHVISION if is_torchvision_checkpoint(path) else ULTRALYTICS
+    backend = TORCHVISION if is_torchvision_checkpoint(path) else LIBREYOLO if is_libreyolo_checkpoint(path) else ULTRALYTICS
     return ModelSource(weights=path, backend=backend, run=ref.run)

@@ -16,7 +16,7 @@ from edgevision.core.errors import ConfigError
 
 __all__ = ["OperatingPointConfig", "TrainConfig", "resolve_train_config"]
 
-Backend = Literal["ultralytics", "torchvision"]
+Backend = Literal["ultralytics", "torchvision", "libreyolo"]
 
 
 class OperatingPointConfig(BaseModel):
@@ -68,8 +68,8 @@ class TrainConfig(BaseModel):
         data: dataset file or folder in any format EdgeVision reads.
         from_: input format (YAML key ``from``), ``auto`` to detect.
         recipe: public-dataset recipe name (see ``edgevision recipes list``).
-        backend: ``ultralytics`` (AGPL-3.0) or ``torchvision`` (BSD, SSDlite).
-        model: architecture name (``yolov8n``, ``yolo11n``, ``ssdlite320_mobilenet_v3_large``), a
+        backend: ``ultralytics`` (AGPL-3.0), ``libreyolo`` (MIT, YOLOv9) or ``torchvision`` (BSD, SSDlite).
+        model: architecture name (``yolov8n``, ``yolo11n``, ``yolo9-t``, ``ssdlite320_mobilenet_v3_large``), a
             registered weights name (``edgevision weights list``) or a local ``.pt`` / ``.yaml`` path.
         imgsz: training and validation image side in pixels.
         epochs: maximum epochs; patience: epochs without improvement before stopping (0: never).
@@ -89,6 +89,9 @@ class TrainConfig(BaseModel):
         ultralytics: extra Ultralytics ``train`` arguments (``nbs``, ``optimizer``, ``mosaic``,
             ``close_mosaic``, ...), checked against Ultralytics' own defaults file; ignored by the
             torchvision backend. Keys EdgeVision sets itself (``data``, ``epochs``, ...) are refused.
+        libreyolo: extra LibreYOLO ``train`` arguments for the libreyolo backend (``eval_interval``,
+            ``no_aug_epochs``, ``warmup_epochs``, ``optimizer``, ...), checked against LibreYOLO's YOLOv9 config;
+            keys EdgeVision sets itself are refused.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -114,6 +117,7 @@ class TrainConfig(BaseModel):
     plots: bool = True
     operating_point: OperatingPointConfig = Field(default_factory=OperatingPointConfig)
     ultralytics: dict[str, Any] = Field(default_factory=dict)
+    libreyolo: dict[str, Any] = Field(default_factory=dict)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The config as YAML-ready data, keys as in the file (``from``, not ``from_``)."""

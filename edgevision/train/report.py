@@ -517,6 +517,8 @@ def _section_licences(config: Mapping[str, Any], weights: Mapping[str, Any] | No
         out.append(f"- **Ultralytics (AGPL-3.0).** {ULTRALYTICS_NOTICE}")
     elif backend == "torchvision":
         out.append("- Training code: torchvision (BSD-3-Clause).")
+    elif backend == "libreyolo":
+        out.append("- Training code: LibreYOLO (MIT); YOLOv9 architecture after MultimediaTechLab/YOLO (MIT).")
     if weights and weights.get("kind") == "weights":
         out.append(f"- Starting weights: {_md(weights.get('licence') or 'unknown')}.")
     if dataset and dataset.get("licence"):

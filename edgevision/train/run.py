@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_COLUMNS", "RunPaths", "append_history", "read_history", "rewrite_history"]
+__all__ = ["HISTORY_COLUMNS", "RunPaths", "append_history", "history_summary", "read_history", "rewrite_history"]
 
 HISTORY_COLUMNS = ("epoch", "time_s", "train_loss", "val_map50", "val_map50_95", "lr")
 """history.csv columns: epoch (1-based), wall seconds since the run started, mean training loss,
@@ -108,6 +108,20 @@ def append_history(path: Path, row: dict[str, Any]) -> None:
         if new:
             w.writeheader()
         w.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
+
+
+def history_summary(rows: list[dict[str, float | None]]) -> dict[str, Any]:
+    """What every backend reports from history.csv: ``epochs_run``, the best epoch by val mAP50-95 and its
+    ``best_map50`` / ``best_map50_95`` (None when no epoch was validated), ``train_time_s`` (the last row's)."""
+    scored = [r for r in rows if r.get("val_map50_95") is not None]
+    best = max(scored, key=lambda r: r["val_map50_95"] or 0.0) if scored else None
+    return {
+        "epochs_run": len(rows),
+        "best_epoch": int(best["epoch"] or 0) if best else None,
+        "best_map50": best["val_map50"] if best else None,
+        "best_map50_95": best["val_map50_95"] if best else None,
+        "train_time_s": round(float(rows[-1]["time_s"] or 0.0), 1) if rows else None,
+    }
 
 
 def read_history(path: Path) -> list[dict[str, float | None]]:

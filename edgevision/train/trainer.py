@@ -196,14 +196,22 @@ def prepare_run(cfg: TrainConfig | None, out: Path | str, *, resume: bool = Fals
 
             check_output_path(cfg.data, run.root, overwrite=True)  # the run folder must not hold the dataset
     assert cfg is not None
-    if cfg.backend == "torchvision" and "," in cfg.device:
+    if cfg.backend != "ultralytics" and "," in cfg.device:
         raise ConfigError(f"device '{cfg.device}': several GPUs (DDP) are supported by the ultralytics backend only")
+    for key in ("ultralytics", "libreyolo"):
+        if getattr(cfg, key) and cfg.backend != key:
+            log.warning("train config field '%s' (%s) is for the %s backend: ignored by the %s backend", key,
+                        ", ".join(sorted(getattr(cfg, key))), key, cfg.backend)
     _check_installed(cfg.backend)
     spec = resolve_model(cfg.model, cfg.backend)
     if cfg.backend == "ultralytics":
         from edgevision.train.ultralytics_backend import check_extra_args
 
         check_extra_args(cfg.ultralytics)
+    elif cfg.backend == "libreyolo":
+        from edgevision.train import libreyolo_backend
+
+        libreyolo_backend.check_extra_args(cfg.libreyolo)
     if cfg.augment != "none":
         from edgevision.train.augment import list_presets
 
@@ -247,11 +255,13 @@ def _check_installed(backend: str) -> None:
     """One line instead of an ImportError when the train extra is missing."""
     import importlib.util
 
-    needed = ("torch", "torchvision", "albumentations") + (("ultralytics",) if backend == "ultralytics" else ())
+    own = {"ultralytics": ("ultralytics",), "libreyolo": ("libreyolo",)}.get(backend, ())
+    needed = ("torch", "torchvision", "albumentations") + own
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"the {backend} backend needs the train extra ({', '.join(missing)} not installed): "
-                          "scripts/install.sh .venv train")
+        extra = "libreyolo" if backend == "libreyolo" else "train"
+        raise ConfigError(f"the {backend} backend needs the {extra} extra ({', '.join(missing)} not installed): "
+                          f"scripts/install.sh .venv {extra}")
 
 
 def _ultralytics_dataset(prep: PreparedRun) -> Path:
@@ -335,15 +345,22 @@ def train(prep: PreparedRun, *, progress: Progress | None = None, verbose: bool 
     env = environment()
     _write_json(run.environment, env)
     _write_json(run.root / "model.json", prep.spec.to_dict())
-    if cfg.backend == "ultralytics":
-        from edgevision.train.ultralytics_backend import train_ultralytics
-
+    if cfg.backend in ("ultralytics", "libreyolo"):
         data_yaml = _ultralytics_dataset(prep)
         info["cache"] = str(data_yaml.parent)
         _write_json(run.dataset, info)
         _write_run_data_yaml(data_yaml, run.root / "data.yaml")
-        summary = train_ultralytics(cfg, prep.spec, data_yaml, run, resume=prep.resume, augmentations=augmentations,
-                                    hyp=hyp, progress=progress, verbose=verbose)
+        if cfg.backend == "ultralytics":
+            from edgevision.train.ultralytics_backend import train_ultralytics
+
+            summary = train_ultralytics(cfg, prep.spec, data_yaml, run, resume=prep.resume,
+                                        augmentations=augmentations, hyp=hyp, progress=progress, verbose=verbose)
+        else:
+            from edgevision.train.libreyolo_backend import libreyolo_hyp, train_libreyolo
+
+            lhyp = libreyolo_hyp("none" if cfg.augment == "none" else cfg.augment, mono=mono)
+            summary = train_libreyolo(cfg, prep.spec, data_yaml, run, resume=prep.resume,
+                                      augmentations=augmentations, hyp=lhyp, progress=progress, verbose=verbose)
     else:
         from edgevision.train.augment import BoxAugmenter
         from edgevision.train.torchvision_backend import train_torchvision
@@ -385,19 +402,11 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
         points = select_operating_points(val, preds, ds.labels, rule, difficult=cfg.difficult)
         points.note = f"{e}; chosen per class instead"
     report = evaluate(val, preds, ds.labels, operating=points, iou=op.iou, difficult=cfg.difficult)
-    backend_name = "Ultralytics" if cfg.backend == "ultralytics" else "torchvision"
     metrics = {
         "weights": str(weights.relative_to(run.root)),
         "split": "val",
         "coco": report.to_dict(),
-        "backend": {
-            "name": backend_name,
-            "metrics": summary.get("ultralytics_metrics", {}),
-            "note": ("Ultralytics' own val: up to 300 detections per image, no crowd/difficult handling, "
-                     "its own 101-point interpolation; EdgeVision's 'coco' numbers (pycocotools, 100 "
-                     "detections, difficult as configured) are the ones to compare across tools")
-            if cfg.backend == "ultralytics" else "the torchvision backend validates with EdgeVision's evaluator",
-        },
+        "backend": _backend_metrics(cfg.backend, summary),
         "train": summary,
     }
     _write_json(run.metrics, metrics)
@@ -419,6 +428,27 @@ def finish(prep: PreparedRun, summary: dict[str, Any], *, env: dict[str, Any], d
                       thresholds=card_thresholds, environment=env, weights=weights_info)
     run.model_card.write_text(card, encoding="utf-8")
     return TrainResult(run=run, metrics=metrics, thresholds=thresholds, train=summary)
+
+
+_BACKEND_VAL = {  # backend -> (name, summary key, its mAP50 key, its mAP50-95 key, how its numbers differ)
+    "ultralytics": ("Ultralytics", "ultralytics_metrics", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
+                    "Ultralytics' own val: up to 300 detections per image, no crowd/difficult handling, its own "
+                    "101-point interpolation"),
+    "libreyolo": ("LibreYOLO", "backend_metrics", "best_mAP50", "best_mAP50_95",
+                  "LibreYOLO's own val of its best epoch: up to 300 detections per image, every class above its "
+                  "confidence floor per anchor"),
+    "torchvision": ("torchvision", "", "", "", "the torchvision backend validates with EdgeVision's evaluator"),
+}
+
+
+def _backend_metrics(backend: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``backend`` section: the backend's own validation numbers and how they differ from EdgeVision's."""
+    name, key, k50, k5095, note = _BACKEND_VAL[backend]
+    own = dict(summary.get(key) or {}) if key else {}
+    if key:
+        note += ("; EdgeVision's 'coco' numbers (pycocotools, 100 detections, difficult as configured) are the ones "
+                 "to compare across tools")
+    return {"name": name, "metrics": own, "map50": own.get(k50), "map50_95": own.get(k5095), "note": note}
 
 
 def data_stats(val: list[ImageRecord], preds: list[ImageRecord], points: Any) -> dict[str, Any]:
@@ -460,15 +490,14 @@ def _card_inputs(report: Any, points: Any, metrics: dict[str, Any], summary: dic
                "precision": p.precision, "recall": p.recall, "gt": p.gt}
         for name, p in report.per_class.items()
     }
-    own = metrics["backend"]["metrics"] or {}
     card_metrics = {
         "map50_95": c.map50_95, "map50": c.map50, "map75": c.map75, "ap_small": c.ap_small,
         "ap_medium": c.ap_medium, "ap_large": c.ap_large, "ar100": c.ar100,
         "precision": report.overall.precision, "recall": report.overall.recall, "f1": report.overall.f1,
         "split": "val", "images": c.images, "conf": report.conf, "difficult": report.difficult,
         "per_class": per_class,
-        "backend": {"name": metrics["backend"]["name"], "map50": own.get("metrics/mAP50(B)"),
-                    "map50_95": own.get("metrics/mAP50-95(B)"), "note": metrics["backend"]["note"]},
+        "backend": {"name": metrics["backend"]["name"], "map50": metrics["backend"]["map50"],
+                    "map50_95": metrics["backend"]["map50_95"], "note": metrics["backend"]["note"]},
         "epochs_completed": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
         "train_time_s": summary.get("train_time_s"),
     }

@@ -23,7 +23,7 @@ from edgevision.core.dataset import ImageRecord, LabelMap
 from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.core.io import copy_atomic
 from edgevision.train.config import TrainConfig
-from edgevision.train.run import RunPaths, append_history, read_history, rewrite_history
+from edgevision.train.run import RunPaths, append_history, history_summary, read_history, rewrite_history
 from edgevision.train.weights import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -225,18 +225,12 @@ def train_ultralytics(
         if src.exists():
             copy_atomic(src, dst)
     rows = read_history(run.history)
-    scored = [r for r in rows if r.get("val_map50_95") is not None]
-    best = max(scored, key=lambda r: r["val_map50_95"] or 0.0) if scored else None
     epochs_this_call = len(rows) - (len(history_before) if not resume else 0)
     return {
-        "epochs_run": len(rows),
-        "best_epoch": int(best["epoch"]) if best else None,
-        "best_map50": best["val_map50"] if best else None,
-        "best_map50_95": best["val_map50_95"] if best else None,
+        **history_summary(rows),
         "ultralytics_metrics": state["final"] or {},
         "train_images_per_s": round(state["images"] / state["train_s"], 2) if state["train_s"] > 0 else None,
         "wall_s_this_call": round(seconds, 1),
-        "train_time_s": round(float(rows[-1]["time_s"] or 0.0), 1) if rows else None,
         "stopped_early": len(rows) < cfg.epochs and cfg.time_hours is None,
         "epochs_this_call": epochs_this_call,
         "threads": threads,

@@ -26,6 +26,7 @@ from edgevision.core.errors import ConfigError
 from edgevision.core.io import copy_atomic, edgevision_home, sha256_file, write_atomic
 
 __all__ = [
+    "LIBREYOLO_ARCHS",
     "TORCHVISION_ARCHS",
     "ModelSpec",
     "WeightsEntry",
@@ -38,6 +39,9 @@ __all__ = [
 
 TORCHVISION_ARCHS = ("ssdlite320_mobilenet_v3_large",)
 """Architectures the torchvision backend builds (BSD-3-Clause, no pretrained download)."""
+
+LIBREYOLO_ARCHS = ("yolo9-t", "yolo9-s", "yolo9-m", "yolo9-c")
+"""Architectures the libreyolo backend builds (LibreYOLO, MIT; YOLOv9 after the authors' MIT re-release)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _WEIGHT_SUFFIXES = (".pt", ".pth")
@@ -137,7 +141,7 @@ def add_weights(file: Path | str, name: str, licence: str, origin: str | None = 
         raise ConfigError(f"{src}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     if not _NAME.match(name):
         raise ConfigError(f"weights name '{name}': use letters, digits, '.', '_' and '-' (e.g. yolov8n-coco)")
-    if name in TORCHVISION_ARCHS or buildable_ultralytics(name) is not None:
+    if name in TORCHVISION_ARCHS or name in LIBREYOLO_ARCHS or buildable_ultralytics(name) is not None:
         raise ConfigError(f"weights name '{name}' is an architecture name and would hide it; "
                           f"choose another, e.g. '{name}-coco'")
     if not licence.strip():
@@ -255,11 +259,15 @@ def resolve_model(model: str, backend: str = "ultralytics") -> ModelSpec:
     if backend == "torchvision":
         if model in TORCHVISION_ARCHS:
             return ModelSpec(source=model, kind="arch", arch=model, licence="BSD-3-Clause (architecture, no weights)")
+    elif backend == "libreyolo":
+        if model in LIBREYOLO_ARCHS:
+            return ModelSpec(source=model, kind="arch", arch=model, licence="MIT (LibreYOLO architecture, no weights)")
     else:
         arch = buildable_ultralytics(model)
         if arch is not None:
             return ModelSpec(source=model, kind="arch", arch=arch, licence="AGPL-3.0 (Ultralytics architecture, no weights)")
-    builds = ", ".join(TORCHVISION_ARCHS) if backend == "torchvision" else "yolov8n, yolo11n, yolo26n, ..."
+    builds = {"torchvision": ", ".join(TORCHVISION_ARCHS), "libreyolo": ", ".join(LIBREYOLO_ARCHS)}.get(
+        backend, "yolov8n, yolo11n, yolo26n, ...")
     hint = "a local checkpoint that is not there" if path.suffix.lower() in _WEIGHT_SUFFIXES else "not a model name"
     raise ConfigError(
         f"model '{model}': {hint}: neither a local file, a registered weights name ({len(entries)} registered, "

@@ -15,7 +15,7 @@ FILES = sorted(CONFIGS.glob("*.yaml"))
 
 
 def test_the_expected_configs_are_shipped():
-    assert {"default.yaml", "sample.yaml", "neu-det.yaml"} <= {f.name for f in FILES}
+    assert {"default.yaml", "sample.yaml", "neu-det.yaml", "neu-det-mit.yaml"} <= {f.name for f in FILES}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
