@@ -7,6 +7,11 @@ YOLO dataset into the cache, then runs ``edgevision train`` in a fresh process w
 and mAP50-95 on the held-out 20% per epoch against wall time (``history.csv``), the final COCO
 numbers from EdgeVision's evaluator next to Ultralytics' own, and training images/s.
 
+``--backend libreyolo --model yolo9-t`` trains LibreYOLO's MIT YOLOv9 the same way (issue 22); its learning-rate
+schedule is laid out for ``--epochs`` (LibreYOLO has no ``time`` argument), so give the epochs that fit the budget
+(``permissive_candidates.py`` measured one epoch) and the budget still stops the run after the epoch that reaches it.
+Training runs with the network blocked (the test suite's ``sitecustomize`` blocker); the attempts are recorded.
+
 The trained model stays in the cache (``$EDGEVISION_HOME/benchmarks/neu-det-<model>-<imgsz>-<minutes>m``,
 default ``~/.cache/edgevision/``) and is reused when present, so later benchmarks (export,
 quantization) start from it; ``--retrain`` trains again. Nothing is downloaded. Run by hand::
@@ -55,6 +60,9 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=60.0, help="training time budget")
     ap.add_argument("--imgsz", type=int, default=224, help="NEU images are 200x200")
     ap.add_argument("--model", default="yolov8n")
+    ap.add_argument("--backend", default="ultralytics", choices=("ultralytics", "libreyolo"))
+    ap.add_argument("--epochs", type=int, default=1000, help="the schedule's length (LibreYOLO: what fits the budget)")
+    ap.add_argument("--eval-interval", type=int, default=1, help="libreyolo: validate every N epochs (and the last)")
     ap.add_argument("--augment", default="industrial")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--nbs", type=int, default=16, help="Ultralytics' nominal batch (64: accumulate 4 batches of 16 "
@@ -74,21 +82,36 @@ def main() -> int:
     home = edgevision_home()
     data = split_cache(src, home, args.seed)
     tag = f"neu-det-{args.model}-{args.imgsz}-{args.augment}-nbs{args.nbs}-{args.minutes:g}m-s{args.seed}"
+    if args.backend == "libreyolo":
+        tag = f"neu-det-{args.model}-{args.imgsz}-{args.augment}-e{args.epochs}-{args.minutes:g}m-s{args.seed}"
     run = home / "benchmarks" / tag
     wall = None
     if args.retrain or not (run / "metrics.json").is_file():
         cmd = [sys.executable, "-m", "edgevision", "train", "--data", str(data), "--from", "yolo",
-               "--model", args.model, "--out", str(run), "--imgsz", str(args.imgsz), "--epochs", "1000",
+               "--model", args.model, "--out", str(run), "--imgsz", str(args.imgsz), "--epochs", str(args.epochs),
+               "--backend", args.backend,
                "--batch", str(args.batch), "--seed", str(args.seed), "--patience", "0",
                "--augment", args.augment, "--time-hours", str(args.minutes / 60), "--overwrite"]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         cfg = home / "benchmarks" / f"{tag}.yaml"
-        cfg.write_text(f"ultralytics: {{nbs: {args.nbs}}}\n")
+        cfg.write_text(f"ultralytics: {{nbs: {args.nbs}}}\n" if args.backend == "ultralytics"
+                       else f"libreyolo: {{eval_interval: {args.eval_interval}}}\n")
         cmd += ["--config", str(cfg)]
         print("running:", " ".join(cmd), flush=True)
+        sys.path.insert(0, str(REPO))
+        from tests.helpers import _BLOCKER, network_attempts
+
+        block = home / "benchmarks" / f"{tag}-block"
+        block.mkdir(parents=True, exist_ok=True)
+        (block / "sitecustomize.py").write_text(_BLOCKER)
+        (block / "netlog.txt").unlink(missing_ok=True)
+        env = dict(os.environ, EDGEVISION_TEST_NETLOG=str(block / "netlog.txt"),
+                   PYTHONPATH=os.pathsep.join(p for p in (str(block), os.environ.get("PYTHONPATH", "")) if p))
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, cwd=REPO)
+        r = subprocess.run(cmd, cwd=REPO, env=env)
+        attempts = network_attempts(block)
+        print(f"network attempts while training: {len(attempts)}", flush=True)
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             return r.returncode
@@ -98,24 +121,29 @@ def main() -> int:
     hist = read_history(run / "history.csv")
     coco = metrics["coco"]["coco"]
     own = metrics["backend"]["metrics"]
+    own_map50 = metrics["backend"].get("map50", own.get("metrics/mAP50(B)"))
+    own_map50_95 = metrics["backend"].get("map50_95", own.get("metrics/mAP50-95(B)"))
     n_train = json.loads((run / "dataset.json").read_text())["splits"]["train"]["images"]
     result = {
-        "run": str(run), "model": args.model, "imgsz": args.imgsz, "augment": args.augment,
+        "run": str(run), "backend": args.backend, "model": args.model, "imgsz": args.imgsz, "augment": args.augment,
         "budget_min": args.minutes, "nbs": args.nbs, "batch": args.batch, "epochs": len(hist), "train_images": n_train,
         "coco_map50": coco["map50"], "coco_map50_95": coco["map50_95"],
-        "ultralytics_map50": own.get("metrics/mAP50(B)"), "ultralytics_map50_95": own.get("metrics/mAP50-95(B)"),
+        "backend_map50": own_map50, "backend_map50_95": own_map50_95,
         "train_images_per_s": metrics["train"].get("train_images_per_s"),
         "wall_min": None if wall is None else round(wall / 60, 1),
+        "network_attempts": None if wall is None else len(attempts),
         "per_class_ap50": {k: v["ap50"] for k, v in coco["per_class"].items()},
         "history": [{"epoch": int(h["epoch"] or 0), "minutes": round((h["time_s"] or 0) / 60, 1),
                      "map50": h["val_map50"], "map50_95": h["val_map50_95"]} for h in hist],
     }
     print("| epochs | minutes | mAP50 | mAP50-95 |\n|---:|---:|---:|---:|")
     for h in result["history"]:
-        print(f"| {h['epoch']} | {h['minutes']} | {h['map50']:.3f} | {h['map50_95']:.3f} |")
+        if h["map50"] is not None:
+            print(f"| {h['epoch']} | {h['minutes']} | {h['map50']:.3f} | {h['map50_95']:.3f} |")
+    name = metrics["backend"].get("name", args.backend)
     print(f"\nfinal (EdgeVision COCO, best.pt on the 20% held out): mAP50 {coco['map50']:.3f}, "
-          f"mAP50-95 {coco['map50_95']:.3f}; Ultralytics' own val: mAP50 {own.get('metrics/mAP50(B)', float('nan')):.3f}, "
-          f"mAP50-95 {own.get('metrics/mAP50-95(B)', float('nan')):.3f}; {result['train_images_per_s']} train images/s")
+          f"mAP50-95 {coco['map50_95']:.3f}; {name}'s own val: mAP50 {own_map50 or float('nan'):.3f}, "
+          f"mAP50-95 {own_map50_95 or float('nan'):.3f}; {result['train_images_per_s']} train images/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
