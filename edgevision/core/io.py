@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -247,7 +248,18 @@ def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
         yield tmp
     finally:
         with signals_deferred():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
+
+
+def _remove_tree(path: Path, attempts: int = 20) -> None:
+    """``rmtree`` that also outlasts a thread still finishing a write into the folder (a file created during the
+    walk makes the last ``rmdir`` fail): retried for up to about 2 s."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(0.1)
+    log.warning("%s: could not remove the scratch folder; delete it by hand", path)
 
 
 @contextmanager

@@ -219,7 +219,8 @@ def generate(
         aligned with ``dataset.images``. For large ``n`` prefer `synth` (writes as it goes).
     """
     config = SynthConfig(n, seed, imgsz, tuple(kinds), background_fraction)
-    samples = list(_in_threads(config, lambda i: _render(i, config, True)))
+    with contextlib.closing(_in_threads(config, lambda i: _render(i, config, True))) as rendered:
+        samples = list(rendered)
     return _dataset([rec for _, rec in samples], config, None), [img for img, _ in samples]
 
 
@@ -251,10 +252,13 @@ def synth(
         raise EdgeVisionError(f"{out}: expected a folder for the synthetic images, got a file; choose another path")
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for rec in _in_threads(config, lambda i: _write_png(*_render(i, config, True), out)):
-        records.append(rec)
-        if progress is not None:
-            progress(len(records), config.n)
+    # closing(): a signal raised here, outside the generator, must stop its threads before the caller removes `out`
+    # (otherwise they keep writing into it until the generator is garbage-collected)
+    with contextlib.closing(_in_threads(config, lambda i: _write_png(*_render(i, config, True), out))) as rendered:
+        for rec in rendered:
+            records.append(rec)
+            if progress is not None:
+                progress(len(records), config.n)
     log.info("synth: wrote %d images to %s", len(records), out)
     return _dataset(records, config, out)
 
