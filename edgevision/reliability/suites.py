@@ -66,19 +66,29 @@ def _theil_sen(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
 
 
 def leak_verdict(t_s: Sequence[float], rss_mb: Sequence[float], limit_mb_per_h: float,
-                 floor_mb: float = 4.0) -> tuple[bool, float, float]:
+                 floor_mb: float = 4.0, calls: Sequence[float] | None = None) -> tuple[bool, float, float]:
     """``(leak, slope MB/hour, growth MB over the run)`` of RSS samples after warm-up.
 
     A leak: the robust slope exceeds ``limit_mb_per_h`` *and* the fitted growth over the run exceeds
     ``floor_mb`` (a short soak extrapolates noise to large hourly rates; a real leak also grows in absolute
     terms).
+
+    With ``calls`` (the calls made by each sample) the growth is fitted per call and the hourly slope is that
+    growth over the samples' time span: a leak that follows the calls is measured right when the calls' pace
+    varies (another process taking the CPU for a while bends RSS-over-time but not RSS-over-calls). Without,
+    RSS is fitted over time.
     """
     t, r = np.asarray(t_s, np.float64), np.asarray(rss_mb, np.float64)
     if len(t) < 3:
         return False, 0.0, 0.0
-    slope_s = _theil_sen(t, r)
-    growth = slope_s * float(t[-1] - t[0])
-    slope_h = slope_s * 3600.0
+    span_s = float(t[-1] - t[0])
+    if calls is not None:
+        c = np.asarray(calls, np.float64)
+        growth = _theil_sen(c, r) * float(c[-1] - c[0])
+        slope_h = growth / span_s * 3600.0 if span_s > 0 else 0.0
+    else:
+        slope_s = _theil_sen(t, r)
+        growth, slope_h = slope_s * span_s, slope_s * 3600.0
     return bool(slope_h > limit_mb_per_h and growth > floor_mb), slope_h, growth
 
 
@@ -133,12 +143,12 @@ def soak(infer: Callable[[Any], Any], images: Sequence[Any], *, seconds: float |
         chunk = lat[prev:calls]
         if chunk:
             a = np.asarray(chunk)
-            win.append({"t_s": round(t, 3), "calls": len(chunk), "p50_ms": float(np.percentile(a, 50)),
+            win.append({"t_s": round(t, 3), "calls": len(chunk), "calls_total": calls, "p50_ms": float(np.percentile(a, 50)),
                         "p99_ms": float(np.percentile(a, 99)), "rss_mb": rss})
         prev = calls
     after = [w for w in win[1:] if w["rss_mb"] is not None] if len(win) > 2 else []
     leak, slope, growth = leak_verdict([float(w["t_s"]) for w in after], [float(w["rss_mb"]) for w in after],
-                                       limit_mb_per_h)
+                                       limit_mb_per_h, calls=[float(w["calls_total"]) for w in after])
     a = np.asarray(lat) if lat else np.zeros(1)
     n_err = len(errors)
     metrics = {"calls": i, "seconds": round(total_s, 3), "errors": n_err, "p50_ms": float(np.percentile(a, 50)),
