@@ -9,7 +9,7 @@ demo: install  # the same environment as `make test` (torch comes from local dis
 	$(VENV)/bin/edgevision demo
 
 install:
-	scripts/install.sh $(VENV) dev,train,plots,onnxruntime,serve,inspect,line
+	scripts/install.sh $(VENV) dev,train,libreyolo,plots,onnxruntime,serve,inspect,line
 
 test: install  # the whole suite (trained models built once per run, cached in .test-cache/)
 	scripts/test.sh $(PY)

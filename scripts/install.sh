@@ -125,12 +125,21 @@ if [ ! -x "$PY" ]; then
   echo "install.sh: creating $VENV with ${PYTHON:-python3}"
   "${PYTHON:-python3}" -m venv "$VENV" || die "could not create the venv $VENV"
 fi
+# The stamp: a hash of what decides the install, then the extras installed. Extras already installed
+# (a superset of those asked for: `make test` after CI's longer list) count as up to date.
 STAMP="$VENV/.edgevision-install-stamp"
-KEY="$( { cat "$ROOT/pyproject.toml" "$CONSTRAINTS" "${BASH_SOURCE[0]}"; echo "extras=$EXTRAS_CSV root=$ROOT";
+KEY="$( { cat "$ROOT/pyproject.toml" "$CONSTRAINTS" "${BASH_SOURCE[0]}"; echo "root=$ROOT";
           readlink -f "$PY"; } | sha256sum | cut -d' ' -f1)"
-if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
-  echo "install.sh: $VENV is up to date (extras: ${EXTRAS_CSV:-base})"
-  exit 0
+if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ]; then
+  read -r OLD_KEY OLD_EXTRAS < "$STAMP" || true
+  missing=()
+  for e in "${EXTRAS[@]+"${EXTRAS[@]}"}"; do
+    [[ ",${OLD_EXTRAS:-}," == *",$e,"* ]] || missing+=("$e")
+  done
+  if [ "${OLD_KEY:-}" = "$KEY" ] && [ ${#missing[@]} = 0 ]; then
+    echo "install.sh: $VENV is up to date (extras: ${EXTRAS_CSV:-base}${OLD_EXTRAS:+; installed: $OLD_EXTRAS})"
+    exit 0
+  fi
 fi
 rm -f "$STAMP"
 
@@ -187,5 +196,5 @@ for c in bad:
     print(f"install.sh: {c.name}: {c.detail}\n  fix: {c.fix}", file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
-echo "$KEY" > "$STAMP"
+echo "$KEY $EXTRAS_CSV" > "$STAMP"
 echo "install.sh: installed EdgeVision into $VENV (extras: ${EXTRAS_CSV:-base})"

@@ -165,8 +165,13 @@ class TestInstallFlow:
         assert (venv / ".edgevision-install-stamp").is_file()
 
         again = run(str(venv), "dev,train")
-        assert again.returncode == 0 and "is up to date (extras: dev,train)" in again.stdout
+        assert again.returncode == 0 and "is up to date (extras: dev,train" in again.stdout
+        fewer = run(str(venv), "train")  # `make lint` / `make test` after CI's longer list: nothing to install
+        assert fewer.returncode == 0 and "is up to date (extras: train; installed: dev,train)" in fewer.stdout
         assert pip_calls(log) == calls  # pip was not called
+        assert run(str(venv), "train,plots").returncode == 0  # one more than installed: installs
+        assert [c for c in pip_calls(log) if " -e " in c][-1].endswith(f"-e {ROOT}[plots,train]")
+        calls = pip_calls(log)
 
         forced = run(str(venv), "dev,train", env={"FORCE": "1"})
         assert forced.returncode == 0 and len(pip_calls(log)) > len(calls)
