@@ -100,14 +100,11 @@ def main() -> int:
         cmd += ["--config", str(cfg)]
         print("running:", " ".join(cmd), flush=True)
         sys.path.insert(0, str(REPO))
-        from tests.helpers import _BLOCKER, network_attempts
+        from tests.helpers import blocked_env, network_attempts
 
         block = home / "benchmarks" / f"{tag}-block"
-        block.mkdir(parents=True, exist_ok=True)
-        (block / "sitecustomize.py").write_text(_BLOCKER)
         (block / "netlog.txt").unlink(missing_ok=True)
-        env = dict(os.environ, EDGEVISION_TEST_NETLOG=str(block / "netlog.txt"),
-                   PYTHONPATH=os.pathsep.join(p for p in (str(block), os.environ.get("PYTHONPATH", "")) if p))
+        env = blocked_env(block)
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=REPO, env=env)
         attempts = network_attempts(block)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,20 @@ _BLOCKER = textwrap.dedent(
 )
 
 
+def blocked_env(block: Path, env: Mapping[str, str] | None = None, *paths: str | Path) -> dict[str, str]:
+    """``env`` (default: this process's) for a Python child that refuses every socket connect and DNS lookup.
+
+    Writes the blocker into ``block`` as ``sitecustomize.py``, puts ``block`` (then ``paths``) first on PYTHONPATH,
+    and logs each attempt to ``block/netlog.txt`` (see `network_attempts`). Unix sockets stay allowed.
+    """
+    block.mkdir(parents=True, exist_ok=True)
+    (block / "sitecustomize.py").write_text(_BLOCKER)
+    out = dict(os.environ if env is None else env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(block), *map(str, paths), out.get("PYTHONPATH", "")) if p)
+    out["EDGEVISION_TEST_NETLOG"] = str(block / "netlog.txt")
+    return out
+
+
 def run_cli(*args: str | Path, cwd: Path | None = None, block_network: Path | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m edgevision ARGS`` in a fresh interpreter and capture its output.
@@ -47,10 +61,7 @@ def run_cli(*args: str | Path, cwd: Path | None = None, block_network: Path | No
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb")
     if block_network is not None:
-        block_network.mkdir(parents=True, exist_ok=True)
-        (block_network / "sitecustomize.py").write_text(_BLOCKER)
-        env["PYTHONPATH"] = os.pathsep.join([str(block_network), env.get("PYTHONPATH", "")])
-        env["EDGEVISION_TEST_NETLOG"] = str(block_network / "netlog.txt")
+        env = blocked_env(block_network, env)
     return subprocess.run(
         [sys.executable, "-m", "edgevision", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ from edgevision.core.errors import ConfigError, OutputExistsError, UnknownNameEr
 from edgevision.runtime import Detector, ModelFormatError, read_metadata
 from edgevision.runtime.metadata import METADATA_KEY, SCHEMA
 from edgevision.runtime.props import ProtoError, metadata_props, opset, with_metadata
-from tests.helpers import _BLOCKER, network_attempts, run_cli
+from tests.helpers import blocked_env, network_attempts, run_cli
 from tests.runtime.conftest import make_meta
 from tests.tiny_models import IMGSZ
 
@@ -86,10 +85,7 @@ def foreign(export_env: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     spec = {"out": str(out), "names": names, "images": str(export_env["sample"] / "images"), "imgsz": IMGSZ,
             "exports": EXPORTS}
     block = out / "block"
-    block.mkdir()
-    (block / "sitecustomize.py").write_text(_BLOCKER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")]),
-               EDGEVISION_TEST_NETLOG=str(block / "netlog.txt"))
+    env = blocked_env(block)
     r = subprocess.run([sys.executable, "-c", _EXPORT, json.dumps(spec)], capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import _BLOCKER, network_attempts
+from tests.helpers import blocked_env, network_attempts
 from tests.runtime.conftest import bbox_model, make_meta
 
 pytest.importorskip("fastapi")
@@ -65,12 +65,8 @@ class Server:
                  use_model_arg: bool = True, python: str = sys.executable, cwd: Path | None = None,
                  nofile: int | None = None) -> None:
         block = tmp / f"netblock-{uuid.uuid4().hex[:6]}"
-        block.mkdir(parents=True)
-        (block / "sitecustomize.py").write_text(_BLOCKER)
         self.block = block
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb",
-                        EDGEVISION_TEST_NETLOG=str(block / "netlog.txt"),
-                        PYTHONPATH=os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")]))
+        full_env = blocked_env(block, dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb"))
         full_env.update(env or {})
         cmd = [python, "-m", "edgevision", "serve", *([str(model)] if use_model_arg else []), *args]
         if "--port" not in args and "EDGEVISION_PORT" not in (env or {}):
