@@ -33,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -198,8 +199,14 @@ def main() -> None:
     if not models:
         sys.exit("no model: pass --model, or run benchmarks/int8_speed.py first to build the NEU models")
     images = _images(a.images or _default_images(), a.n_images)
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-bench-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp_dir = tempfile.TemporaryDirectory(prefix="serve-bench-")  # the request bodies; removed however the run ends
+    try:
+        _measure(a, models, images, Path(tmp_dir.name))
+    finally:
+        tmp_dir.cleanup()
+
+
+def _measure(a: argparse.Namespace, models: list[Path], images: list[bytes], tmp: Path) -> None:
     for i, b in enumerate(images):
         (tmp / f"{i:04d}.bin").write_bytes(b)
     splits = [tuple(int(x) for x in s.split("x")) for s in a.splits.split(",")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,11 +28,14 @@ def test_serve_latency_smoke(tmp_path: Path) -> None:
         img[5 + i:30 + i, 10:50] = 255
         cv2.imwrite(str(images / f"p{i}.png"), img)
     out = tmp_path / "r.json"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     r = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--images", str(tmp_path / "images"),
                         "--n-images", "4", "--rounds", "2", "--threads", "1", "--splits", "1x1,2x1", "--clients", "2",
                         "--seconds", "1", "--repeats", "1", "--json", str(out)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, TMPDIR=str(tmpdir)))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert not list(tmpdir.glob("serve-bench-*"))  # the request bodies' folder is removed at the end
     doc = json.loads(out.read_text())["models"]["model.onnx"]
     assert doc["direct"]["n"] == 8 and doc["http"]["n"] == 8  # 4 images x 2 rounds each
     for split in ("1x1", "2x1"):
