@@ -96,6 +96,48 @@ def test_pixel_augmentation_wraps_libreyolos_transform_and_pickles() -> None:
     assert changed >= 10, "industrial-strong changes most images"
 
 
+def test_pixel_augmentation_stops_with_libreyolos_mosaic() -> None:
+    """The run's last no_aug_epochs train on clean images: LibreYOLO's own hook switches the preset off too."""
+    import albumentations as A
+    from libreyolo.models.yolo9.trainer import YOLO9Trainer
+
+    from edgevision.train.augment import build_transforms
+    from edgevision.train.libreyolo_backend import _CountingLoader, _PixelAugment, _trainer_class
+
+    seen: list[int] = []
+    dicts = [A.to_dict(t) for t in build_transforms("industrial-strong", mono=True, spatial=False)]
+    cls = _trainer_class(YOLO9Trainer, dicts, None, {"epoch": 14})
+    trainer = cls.__new__(cls)  # only the hook: LibreYOLO's loop calls it at epochs - no_aug_epochs and on resume
+
+    class Dataset:
+        enable_mosaic = True
+        preproc = _PixelAugment(_Inner(), dicts)
+
+        def close_mosaic(self) -> None:
+            self.enable_mosaic = False
+
+    class Loader:
+        dataset, num_workers, persistent_workers = Dataset(), 2, False
+
+        def __len__(self) -> int:
+            return 2
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield (np.zeros((8, 3, 4, 4)), None)
+            yield (np.zeros((3, 3, 4, 4)), None)  # the last, partial batch
+
+    trainer.train_loader = _CountingLoader(Loader(), lambda d, t, n: seen.append(n))
+    assert list(trainer.train_loader) and seen == [8, 3]  # images per batch, not the nominal batch size
+    trainer.on_mosaic_disable()
+    ds = trainer.train_loader.dataset
+    assert ds.enable_mosaic is False and ds.preproc.enabled is False
+    img = np.full((48, 64, 3), 128, np.uint8)
+    targets = np.array([[4.0, 5.0, 20.0, 30.0, 1.0]], np.float32)
+    clone = pickle.loads(pickle.dumps(ds.preproc))  # what the respawned workers get
+    for _ in range(10):
+        np.testing.assert_array_equal(clone(img.copy(), targets.copy(), (64, 64))[0], img)
+
+
 def test_checkpoint_recognition_and_one_line_errors(tmp_path: Path) -> None:
     import torch
 
