@@ -58,6 +58,7 @@ def command(
     """Detect objects in images or a video; write JSON (and CSV), annotated images and accept/reject decisions."""
     from edgevision.core.errors import ConfigError, OutputExistsError
     from edgevision.core.io import check_output_clear
+    from edgevision.core.signals import raise_if_interrupted
     from edgevision.infer import iter_sources, open_model, source_files, video_frame_count
 
     check_choice("--format", fmt, ("json", "csv"))
@@ -93,6 +94,7 @@ def command(
         res = _run(m, iter_sources(source, vid_stride=vid_stride), stage, names, conf, iou, max_det, save_images,
                    total, is_video)
         _write_outputs(stage, res, names, model, fmt, m)
+        raise_if_interrupted()  # a signal whose exception was lost on its way: no output after it
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(stage, out_dir)

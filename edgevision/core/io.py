@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from edgevision.core.errors import DatasetError, EdgeVisionError, OutputExistsError, OutputOverlapError
-from edgevision.core.signals import interrupt_on_signals, signals_deferred
+from edgevision.core.signals import interrupt_on_signals, raise_if_interrupted, signals_deferred
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ def atomic_dir(out: Path, overwrite: bool = False, *, protect: Iterable[Path | s
                 out.parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
             yield tmp
+            raise_if_interrupted()
             with signals_deferred():
                 _replace(tmp, out)
         except BaseException:
@@ -369,6 +370,7 @@ def write_atomic(path: Path | str, data: str | bytes) -> Path:
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as f:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            raise_if_interrupted()
             os.replace(tmp, path)
         except BaseException:
             if tmp is not None:
@@ -388,6 +390,7 @@ def copy_atomic(src: Path | str, dst: Path | str) -> Path:
                 fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
                 os.close(fd)
             shutil.copyfile(src, tmp)
+            raise_if_interrupted()
             os.replace(tmp, dst)
         except BaseException:
             if tmp is not None:

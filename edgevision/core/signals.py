@@ -8,6 +8,11 @@ temporary folder stays behind. Inside `interrupt_on_signals` the three signals r
 renames that put a finished output in place, the removal of a temporary one) and raises it right
 after them.
 
+A raised signal can be lost on its way: Python prints and ignores an exception raised inside a weakref
+callback or a ``__del__`` method (an import's module-lock callback, a file object being collected), and the
+signal handler runs wherever the main thread happens to be. `raise_if_interrupted`, called where a finished output
+is put in place, raises the signal again when that happened, so no output is committed after a signal.
+
 Handlers can only be set in the main thread: elsewhere both context managers do nothing. Only a
 signal whose handler is still Python's default is taken over; an ignored one (``nohup`` ignores
 SIGHUP) or an application's own handler (``edgevision serve`` drains on SIGTERM) is left alone.
@@ -22,6 +27,7 @@ import contextlib
 import itertools
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +47,7 @@ HANDLED_SIGNALS: tuple[int, ...] = tuple(
 _DEFAULTS = (signal.SIG_DFL, signal.default_int_handler)
 _defer_depth = 0
 _pending: int | None = None
+_raised: int | None = None  # the signal `_raise` last raised, until the outermost block ends
 
 
 def _in_main_thread() -> bool:
@@ -48,12 +55,24 @@ def _in_main_thread() -> bool:
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
-    global _pending
+    global _pending, _raised
     if _defer_depth:
         if _pending is None:
             _pending = signum
         return
+    _raised = signum
     raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` again for a signal raised as one whose exception was lost (see the module doc).
+
+    Call it right before an output is put in place. While an exception is on its way (the unwinding that a signal
+    starts, with its cleanup) nothing is raised, so cleanup code may call it too. A no-op outside the main thread
+    and when no signal was raised in the current `interrupt_on_signals` block.
+    """
+    if _raised is not None and sys.exc_info()[1] is None and _in_main_thread():
+        raise Interrupted(_raised)
 
 
 @contextmanager
@@ -63,6 +82,7 @@ def interrupt_on_signals() -> Iterator[None]:
     Nests freely (an inner block finds the handlers in place and changes nothing); the previous
     handlers are restored on exit. A no-op outside the main thread.
     """
+    global _raised
     previous: dict[int, signal.Handlers | object] = {}
     if _in_main_thread():
         for sig in HANDLED_SIGNALS:
@@ -78,6 +98,8 @@ def interrupt_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+        if previous:  # the outermost block: a signal raised in it is over
+            _raised = None
 
 
 class signals_deferred:  # noqa: N801 - used like a function: ``with signals_deferred():``
@@ -108,8 +130,8 @@ class signals_deferred:  # noqa: N801 - used like a function: ``with signals_def
 
 
 def _defaults_in_child() -> None:
-    global _defer_depth, _pending
-    _defer_depth, _pending = 0, None
+    global _defer_depth, _pending, _raised
+    _defer_depth, _pending, _raised = 0, None, None
     for sig in HANDLED_SIGNALS:
         if signal.getsignal(sig) is _raise:
             with contextlib.suppress(ValueError):  # the forking thread is the child's main thread

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -122,6 +123,34 @@ def test_sigterm_in_write_atomic_removes_the_temporary_file(tmp_path: Path, defa
     with pytest.raises(Interrupted):
         write_atomic(tmp_path / "f.json", "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+class _SignalInDel:
+    """Raises SIGTERM from ``__del__``: the handler's `Interrupted` is printed and ignored by Python, lost (as in an
+    import's weakref callback, which fresh-clone CI caught: synth then finished and wrote its output, exit 0)."""
+
+    def __del__(self) -> None:
+        _raise_sigterm()
+
+
+def test_a_signal_whose_exception_was_lost_still_stops_the_commit(tmp_path: Path, default_sigterm: None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    lost: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: lost.append(u.exc_value))  # where Python puts them
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted) as e, atomic_dir(out) as tmp:
+        (tmp / "whole.txt").write_text("x")
+        _SignalInDel()  # collected at once: the signal arrives, its exception goes nowhere
+        reached = True  # the block ran to its end
+    assert reached and isinstance(lost[0], Interrupted)  # the exception really was lost ...
+    assert e.value.signum == signal.SIGTERM  # ... and the commit raised it again
+    assert list(tmp_path.iterdir()) == [], "output committed after a signal"
+    with pytest.raises(Interrupted), interrupt_on_signals():  # write_atomic too
+        _SignalInDel()
+        write_atomic(tmp_path / "f.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(tmp_path / "g.json", "{}")  # the block is over: nothing pending for the next output
+    assert (tmp_path / "g.json").read_text() == "{}"
 
 
 def test_deferred_signals_arrive_after_the_block(default_sigterm: None) -> None:
