@@ -21,7 +21,8 @@ from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.core.io import IMAGE_EXTS
 from edgevision.runtime.metadata import DecisionThresholds
 
-__all__ = ["VIDEO_EXTS", "Frame", "PredictResult", "iter_sources", "open_model", "predict_source"]
+__all__ = ["LIST_EXTS", "VIDEO_EXTS", "Frame", "PredictResult", "iter_source_files", "iter_sources", "open_model",
+           "predict_source", "source_files"]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 """File suffixes read as videos (through OpenCV's FFmpeg backend), frame by frame."""
@@ -49,20 +50,22 @@ def _glob_chars(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
+LIST_EXTS = (".txt", ".list")
+"""A SOURCE file with one of these suffixes is a list of image paths (one per line; relative paths are read from
+the list file's folder; blank lines and lines starting with ``#`` are skipped)."""
+
+
 def source_files(source: str) -> tuple[list[tuple[str, Path]], bool]:
-    """Expand SOURCE into ``(name, path)`` pairs and whether it is one video.
+    """Expand SOURCE into ``(name, path)`` pairs and whether it is one video (see `iter_source_files`).
 
     Raises:
         ConfigError: nothing exists at SOURCE, or it matches no image.
     """
     p = Path(source)
-    if p.is_file():
+    if p.is_file() and p.suffix.lower() not in LIST_EXTS:
         return [(p.name, p)], p.suffix.lower() in VIDEO_EXTS
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-        if not files:
-            raise ConfigError(f"{source}: folder holds no image files ({', '.join(IMAGE_EXTS)})")
-        return [(f.relative_to(p).as_posix(), f) for f in files], False
+    if p.is_dir() or p.is_file():
+        return list(iter_source_files(source)), False
     if _glob_chars(source):
         files = sorted(Path(f) for f in glob.glob(source, recursive=True) if Path(f).is_file())
         files = [f for f in files if f.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS]
@@ -73,7 +76,66 @@ def source_files(source: str) -> tuple[list[tuple[str, Path]], bool]:
             raise ConfigError(f"{source}: the pattern matches videos and other files; give one video or images only")
         names = _unique_names(files)
         return list(zip(names, files)), bool(videos)
-    raise ConfigError(f"{source}: no such file or folder (expected an image, a folder, a glob pattern or a video)")
+    raise ConfigError(f"{source}: no such file or folder (expected an image, a folder, a list file, a glob pattern "
+                      "or a video)")
+
+
+def iter_source_files(source: str) -> Iterator[tuple[str, Path]]:
+    """The ``(name, path)`` pairs of a folder or list-file SOURCE, streamed: the driver of a cluster run lists an
+    archive of millions of files without holding it (`edgevision.scale`), and the local command reads the same order.
+
+    * a folder: every image file below it (symlinked folders are not followed), named by its POSIX path relative
+      to the folder, in sorted path order (each folder's entries sorted by name: the order of ``sorted(rglob)``);
+    * a list file (`LIST_EXTS`): its image paths in the list's order, named as written (``./`` dropped);
+      a listed file that does not exist is kept (the prediction lists it as unreadable).
+
+    Raises:
+        ConfigError: the folder holds no image file, or the list names none (raised after the walk / read,
+            so a caller that streams sees it at the end).
+    """
+    p = Path(source)
+    found = False
+    if p.is_dir():
+        for path in _walk_sorted(p):
+            found = True
+            yield path.relative_to(p).as_posix(), path
+        if not found:
+            raise ConfigError(f"{source}: folder holds no image files ({', '.join(IMAGE_EXTS)})")
+        return
+    try:
+        f = p.open(encoding="utf-8")
+    except (OSError, UnicodeError) as e:
+        raise ConfigError(f"{source}: cannot read the list file ({e})") from e
+    with f:
+        for i, line in enumerate(f, 1):
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            if Path(entry).suffix.lower() not in IMAGE_EXTS:
+                raise ConfigError(f"{source}:{i}: {entry!r} is not an image file ({', '.join(IMAGE_EXTS)}); a list "
+                                  "file names one image per line")
+            rel = Path(entry)
+            found = True
+            yield rel.as_posix(), (rel if rel.is_absolute() else p.parent / rel)
+    if not found:
+        raise ConfigError(f"{source}: the list file names no image")
+
+
+def _walk_sorted(folder: Path) -> Iterator[Path]:
+    import os
+
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                yield from _walk_sorted(Path(e.path))
+            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
+                yield Path(e.path)
+        except OSError:
+            continue
 
 
 def _unique_names(files: list[Path]) -> list[str]:
@@ -104,6 +166,12 @@ def iter_sources(source: str, *, vid_stride: int = 1) -> Iterator[Frame]:
     Raises:
         ConfigError: SOURCE matches nothing, or a video cannot be opened.
     """
+    p = Path(source)
+    if p.is_dir() or p.is_file() and p.suffix.lower() in LIST_EXTS:
+        for name, path in iter_source_files(source):
+            img, error = read_image_file(path)
+            yield Frame(name, path, img, error)
+        return
     files, is_video = source_files(source)
     if not is_video:
         for name, path in files:
@@ -156,6 +224,9 @@ class OpenModel:
         detect: ``detect(frame, conf, iou, max_det)`` -> an `ImageRecord` with scores, boxes in the
             image's pixels, only detections passing ``conf`` (a float, or per-class thresholds).
         describe: one line for the console (file, providers / device).
+        batch: images the model runs at once (the ONNX graph's batch axis; 1 for tiles and checkpoints);
+        detect_many: ``detect_many(frames, conf, iou, max_det)``: `detect` over readable frames in one batch
+            (results equal single calls), None when ``batch`` is 1.
     """
 
     labels: LabelMap
@@ -164,6 +235,8 @@ class OpenModel:
     detect: Callable[[Frame, Any, float, int], ImageRecord]
     describe: str
     tiled: bool = False
+    batch: int = 1
+    detect_many: Callable[[list[Frame], Any, float, int], list[ImageRecord]] | None = None
 
 
 def open_model(model: Path, *, providers: list[str] | None = None, threads: int | None = None, device: str = "cpu",
@@ -202,11 +275,16 @@ def _open_onnx(model: Path, providers: list[str] | None, threads: int | None, de
             d = det(frame.image, conf=conf, iou=iou, max_det=max_det)
         return d.to_record(frame.name, path=frame.path)
 
+    def detect_many(frames: list[Frame], conf: Any, iou: float, max_det: int) -> list[ImageRecord]:
+        ds = det.batch([f.image for f in frames], conf=conf, iou=iou, max_det=max_det)
+        return [d.to_record(f.name, path=f.path) for d, f in zip(ds, frames)]
+
+    batch = 1 if tile is not None else det.max_batch
     note = det.describe()["note"]  # what was read and assumed for a file EdgeVision did not export
     return OpenModel(LabelMap(list(det.names)), "onnx", det.metadata.decision_thresholds(), detect,
                      f"{model} (ONNX {det.metadata.output.layout}, {det.metadata.precision}; "
                      f"providers {', '.join(det.providers)})" + (f"; {note}" if note else ""),
-                     tiled=tile is not None)
+                     tiled=tile is not None, batch=batch, detect_many=detect_many if batch > 1 else None)
 
 
 def _open_torch(model: Path, device: str, threads: int | None) -> OpenModel:
@@ -295,22 +373,43 @@ def predict_source(m: OpenModel, frames: Iterator[Frame], *, conf: float | None,
     thr, source = resolve_thresholds(m, conf)
     res = PredictResult(thresholds=thr, threshold_source=source,
                         rules=dict(m.decision.rules) if conf is None and m.decision.operating else {})
-    for frame in frames:
-        rec: ImageRecord | None = None
-        if frame.error is not None:
-            res.unreadable.append((frame.name, frame.error))
-        else:
+    pending: list[Frame] = []  # in input order; its readable frames run as one batch (m.batch of them)
+
+    def flush() -> None:
+        readable = [f for f in pending if f.error is None]
+        recs: dict[int, ImageRecord | str] = {}
+        if m.detect_many is not None and len(readable) > 1:
             try:
-                rec = m.detect(frame, thr, iou, max_det)
+                recs = {id(f): r for f, r in zip(readable, m.detect_many(readable, thr, iou, max_det))}
             except ConfigError:
                 raise
-            except EdgeVisionError as e:  # a bad image (dtype, shape): list it, keep going
-                res.unreadable.append((frame.name, str(e)))
+            except EdgeVisionError:  # one bad image (dtype, shape) in the batch: run them one by one to name it
+                recs = {}
+        for f in readable:
+            if id(f) not in recs:
+                try:
+                    recs[id(f)] = m.detect(f, thr, iou, max_det)
+                except ConfigError:
+                    raise
+                except EdgeVisionError as e:  # a bad image (dtype, shape): list it, keep going
+                    recs[id(f)] = str(e)
+        for f in pending:
+            got = recs.get(id(f), f.error)
+            rec = got if isinstance(got, ImageRecord) else None
+            if rec is None:
+                res.unreadable.append((f.name, str(got)))
             else:
                 res.records.append(rec)
-                res.decisions[frame.name] = "reject" if len(rec) else "accept"
-        if on_frame is not None:
-            on_frame(frame, rec)
+                res.decisions[f.name] = "reject" if len(rec) else "accept"
+            if on_frame is not None:
+                on_frame(f, rec)
+        pending.clear()
+
+    for frame in frames:
+        pending.append(frame)
+        if sum(f.error is None for f in pending) >= m.batch:
+            flush()
+    flush()
     return res
 
 

@@ -352,6 +352,12 @@ class Detector:
     def _chunk(self) -> int:
         return MAX_BATCH if self._batch_dim is None else self._batch_dim
 
+    @property
+    def max_batch(self) -> int:
+        """Images per ``session.run`` in `batch`: the graph's fixed batch size, `MAX_BATCH` when it is dynamic,
+        1 for layouts decoded one image at a time."""
+        return 1 if self.metadata.output.layout == "torchvision-postnms" else self._chunk()
+
     def _infer(self, images: Sequence[NDArray[np.uint8]], q: Query) -> list[tuple[Decoded, Transform]]:
         """Pre-process, run (batched as the graph allows) and decode 8-bit images; boxes in tensor pixels."""
         hh, ww = self._pre.size_hw
