@@ -9,7 +9,7 @@ demo: install  # the same environment as `make test` (torch comes from local dis
 	$(VENV)/bin/edgevision demo
 
 install:
-	scripts/install.sh $(VENV) dev,train,libreyolo,plots,onnxruntime,serve,inspect,line
+	scripts/install.sh $(VENV) dev,train,libreyolo,plots,onnxruntime,serve,inspect,line,scale
 
 test: install  # the whole suite (trained models built once per run, cached in .test-cache/)
 	scripts/test.sh $(PY)
@@ -20,7 +20,7 @@ test-fast:  # the edit-run tier: no training, no installs, nothing marked slow (
 
 lint: install
 	$(VENV)/bin/ruff check edgevision tests benchmarks
-	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability edgevision/inspect edgevision/commands edgevision/line
+	$(VENV)/bin/mypy edgevision/core edgevision/serve edgevision/bench edgevision/reliability edgevision/inspect edgevision/commands edgevision/line edgevision/scale
 
 clean:
 	rm -rf edgevision-demo .pytest_cache .ruff_cache .hypothesis .test-cache

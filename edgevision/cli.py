@@ -327,6 +327,7 @@ def main() -> None:
     from edgevision.core.errors import EdgeVisionError
     from edgevision.core.signals import interrupt_on_signals, interruption
 
+    sys.argv[1:] = bare_ray(sys.argv[1:])
     try:
         with interrupt_on_signals():
             app()  # standalone: typer handles usage errors and exit codes itself
@@ -346,6 +347,16 @@ def main() -> None:
     except KeyboardInterrupt as e:
         sig = interruption(e)
         _interrupted(sig.signal_name if sig else "SIGINT", sig.exit_code if sig else 130)
+
+
+def bare_ray(args: list[str]) -> list[str]:
+    """``--ray`` given without an address (last, or followed by another option) means ``--ray local``."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("local")
+    return out
 
 
 def _error_line(e: Exception) -> None:

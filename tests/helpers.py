@@ -16,52 +16,67 @@ _BLOCKER = textwrap.dedent(
     '''
     import os, socket
     _log = os.environ["EDGEVISION_TEST_NETLOG"]
+    _loopback = os.environ.get("EDGEVISION_TEST_ALLOW_LOOPBACK") == "1"
+    _LOCAL = ("127.0.0.1", "::1", "localhost")
     def _refuse(*args, **kwargs):
         with open(_log, "a") as f:
             f.write(repr(args[:2]) + "\\n")
         raise OSError("network blocked by the EdgeVision test suite")
+    def _local(address):
+        return _loopback and isinstance(address, tuple) and str(address[0]) in _LOCAL
     _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+    _create, _getaddrinfo = socket.create_connection, socket.getaddrinfo
     def _connect_local(self, *args):  # Unix sockets (torch's data-loader workers) stay allowed
-        if self.family == socket.AF_UNIX:
+        if self.family == socket.AF_UNIX or _local(args[0]):
             return _connect(self, *args)
         return _refuse(self, *args)
     def _connect_ex_local(self, *args):
-        if self.family == socket.AF_UNIX:
+        if self.family == socket.AF_UNIX or _local(args[0]):
             return _connect_ex(self, *args)
         return _refuse(self, *args)
+    def _create_local(address, *args, **kwargs):
+        return _create(address, *args, **kwargs) if _local(address) else _refuse(address, *args)
+    def _getaddrinfo_local(host, *args, **kwargs):
+        return _getaddrinfo(host, *args, **kwargs) if _local((host,)) else _refuse(host, *args)
     socket.socket.connect = _connect_local
     socket.socket.connect_ex = _connect_ex_local
-    socket.create_connection = _refuse
-    socket.getaddrinfo = _refuse
+    socket.create_connection = _create_local
+    socket.getaddrinfo = _getaddrinfo_local
     '''
 )
 
 
-def blocked_env(block: Path, env: Mapping[str, str] | None = None, *paths: str | Path) -> dict[str, str]:
+def blocked_env(block: Path, env: Mapping[str, str] | None = None, *paths: str | Path,
+                loopback: bool = False) -> dict[str, str]:
     """``env`` (default: this process's) for a Python child that refuses every socket connect and DNS lookup.
 
     Writes the blocker into ``block`` as ``sitecustomize.py``, puts ``block`` (then ``paths``) first on PYTHONPATH,
-    and logs each attempt to ``block/netlog.txt`` (see `network_attempts`). Unix sockets stay allowed.
+    and logs each attempt to ``block/netlog.txt`` (see `network_attempts`). Unix sockets stay allowed, and with
+    ``loopback`` connections to 127.0.0.1 / ::1 / localhost too (a Ray cluster on this machine); the child's own
+    children (Ray's workers) inherit the blocker.
     """
     block.mkdir(parents=True, exist_ok=True)
     (block / "sitecustomize.py").write_text(_BLOCKER)
     out = dict(os.environ if env is None else env)
     out["PYTHONPATH"] = os.pathsep.join(p for p in (str(block), *map(str, paths), out.get("PYTHONPATH", "")) if p)
     out["EDGEVISION_TEST_NETLOG"] = str(block / "netlog.txt")
+    if loopback:
+        out["EDGEVISION_TEST_ALLOW_LOOPBACK"] = "1"
     return out
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None, block_network: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+            timeout: float = 300, loopback: bool = False) -> subprocess.CompletedProcess[str]:
     """Run ``python -m edgevision ARGS`` in a fresh interpreter and capture its output.
 
     Args:
         block_network: a folder; when given, every socket connect / DNS lookup in the child is
-            refused and logged to ``block_network/netlog.txt`` (see `network_attempts`).
+            refused and logged to ``block_network/netlog.txt`` (see `network_attempts`);
+        loopback: with ``block_network``, still allow connections to this machine's loopback.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb")
     if block_network is not None:
-        env = blocked_env(block_network, env)
+        env = blocked_env(block_network, env, loopback=loopback)
     return subprocess.run(
         [sys.executable, "-m", "edgevision", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

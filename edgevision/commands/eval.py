@@ -65,6 +65,11 @@ def command(
     max_dets: int = typer.Option(100, "--max-dets", min=1, help="Detections kept per image and class (COCO maxDets)."),
     device: str = typer.Option("cpu", "--device", help="Device to run MODEL on: cpu, 0, ..."),
     imgsz: int | None = typer.Option(None, "--imgsz", min=32, help="Inference image size (default: the model's)."),
+    ray: str | None = typer.Option(None, "--ray", help="Predict the split on a Ray cluster (ONNX models): auto, "
+                                   "ray://HOST:PORT or a head's HOST:PORT; 'local' (or --ray last) starts one for the "
+                                   "call. The dataset's images must be at the same paths on every node (scale extra)."),
+    actors: int | None = typer.Option(None, "--actors", min=1, help="With --ray: model sessions in the pool "
+                                      "(default: the cluster's CPUs)."),
 ) -> None:
     """COCO mAP (pycocotools), per-class AP / P / R / F1, confusion matrix, escape and false-reject rates."""
     from edgevision.convert import read_dataset
@@ -92,6 +97,10 @@ def command(
         raise ConfigError("--defect-rate prices decisions: give it with --cost-escape and --cost-false-reject")
     if save_predictions is not None and model is None:
         raise ConfigError("--save-predictions needs a MODEL")
+    if ray is None and actors is not None:
+        raise ConfigError("--actors is an option of a Ray run: add --ray")
+    if ray is not None and model is None:
+        raise ConfigError("--ray predicts with a MODEL; --predictions files are scored locally")
     goal = _parse_target(target) if target is not None else ("recall", 0.9)
     rule = SelectionRule(target=goal[0], value=goal[1], max_escape_rate=max_escape_rate,
                          max_false_reject_rate=max_false_reject_rate, cost_escape=cost_escape,
@@ -121,7 +130,8 @@ def command(
         preds = read_predictions(predictions, gt, labels)
         source = str(predictions)
     else:
-        preds = predict_with_progress(predictor, gt, max_dets)
+        preds = _predict_on_ray(model, gt, max_dets, ray, actors) if ray is not None else \
+            predict_with_progress(predictor, gt, max_dets)
         source = str(model)
         if save_predictions is not None:
             write_predictions(save_predictions, preds, labels)
@@ -158,6 +168,20 @@ def _parse_target(target: str) -> tuple[str, float]:
 
 def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def _predict_on_ray(model: Path | None, gt: list[Any], max_dets: int, address: str, actors: int | None) -> list[Any]:
+    """The split's predictions made on a Ray cluster (`edgevision.scale.predict_records_on_ray`), with progress."""
+    from rich.progress import Progress
+
+    from edgevision.commands._present import progress_bars
+    from edgevision.scale import RayOptions, predict_records_on_ray
+
+    assert model is not None
+    with progress_bars(*Progress.get_default_columns()) as bar:
+        task = bar.add_task("predicting on Ray", total=len(gt))
+        return predict_records_on_ray(model, gt, max_det=max_dets, options=RayOptions(address=address, actors=actors),
+                                      progress=lambda done, total: bar.update(task, completed=done))
 
 
 def _print_report(report: Any, title: str) -> None:

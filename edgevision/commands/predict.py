@@ -18,9 +18,6 @@ could be read; 2 for bad arguments or an unusable model (one line on stderr).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import shutil
 from pathlib import Path
@@ -54,8 +51,25 @@ def command(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
     device: str = typer.Option("cpu", "--device", help="Device for a run folder / .pt: cpu, 0, ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DIR when it exists."),
+    ray: str | None = typer.Option(None, "--ray", help="Predict on a Ray cluster: auto, ray://HOST:PORT or a head's "
+                                   "HOST:PORT; 'local' (or --ray last, with no address) starts one on this machine "
+                                   "for the call. SOURCE and MODEL must be at the same paths on every node (scale "
+                                   "extra)."),
+    actors: int | None = typer.Option(None, "--actors", min=1, help="With --ray: model sessions in the pool "
+                                      "(default: the cluster's CPUs / --threads)."),
+    shard_size: int = typer.Option(256, "--shard-size", min=1, help="With --ray: images per shard (the unit of "
+                                   "work, retry and --resume)."),
+    resume: bool = typer.Option(False, "--resume", help="With --ray: continue the interrupted run of this --out, "
+                                "skipping its finished shards."),
 ) -> None:
     """Detect objects in images or a video; write JSON (and CSV), annotated images and accept/reject decisions."""
+    if ray is not None:
+        return _on_ray(model, source, out_dir, ray, actors, shard_size, resume, conf, iou, max_det, fmt, save_images,
+                       tile, tile_overlap, full_pass, providers, threads, device, overwrite)
+    if actors is not None or resume or shard_size != 256:
+        from edgevision.core.errors import ConfigError
+
+        raise ConfigError("--actors, --shard-size and --resume are options of a Ray run: add --ray")
     from edgevision.core.errors import ConfigError, OutputExistsError
     from edgevision.core.io import check_output_clear
     from edgevision.core.signals import raise_if_interrupted
@@ -108,67 +122,97 @@ def command(
         raise typer.Exit(1)
 
 
-def _run(m: Any, frames: Any, stage: Path, names: list[str], conf: float | None, iou: float, max_det: int,
-         save_images: bool, total: int | None, is_video: bool) -> Any:
-    import cv2
+def _on_ray(model: Path, source: str, out_dir: Path, address: str, actors: int | None, shard_size: int,
+            resume: bool, conf: float | None, iou: float, max_det: int, fmt: str, save_images: bool, tile: int | None,
+            tile_overlap: float, full_pass: bool, providers: str | None, threads: int | None, device: str,
+            overwrite: bool) -> None:
+    """``--ray``: `edgevision.scale.predict_on_ray` with a progress bar (images, images/s, ETA, unreadable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from edgevision.infer import draw, predict_source
+    from edgevision.core.errors import ConfigError
+    from edgevision.scale import RayOptions, predict_on_ray
+    from edgevision.scale.run import PredictSpec
 
-    img_dir = stage / "images"
+    check_choice("--format", fmt, ("json", "csv"))
+    if not model.exists():
+        raise ConfigError(f"{model}: model not found (expected an .onnx file)")
+    opts = RayOptions(address=address, actors=actors, threads=threads or 1, shard_size=shard_size, device=device,
+                      providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None)
+    spec = PredictSpec(conf=conf, iou=iou, max_det=max_det, tile=tile, tile_overlap=tile_overlap, full_pass=full_pass,
+                       save_images=save_images)
+    with progress_bars(TextColumn("predicting on Ray"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]} img/s, {task.fields[bad]} unreadable"),
+                       TimeRemainingColumn()) as bar:
+        task = bar.add_task("predict", total=None, rate="-", bad=0)
+
+        def progress(s: Any, total: int) -> None:
+            bar.update(task, total=total, completed=s.images + s.unreadable, rate=f"{s.images_per_s:.1f}",
+                       bad=s.unreadable)
+
+        try:
+            res = predict_on_ray(model, source, out_dir, spec=spec, options=opts, fmt=fmt, resume=resume,
+                                 overwrite=overwrite, progress=progress,
+                                 on_cluster=lambda d: out.print(f"model: {model}; {d}", highlight=False))
+        except BaseException:
+            from edgevision.scale.run import partial_dir
+
+            if partial_dir(out_dir).is_dir():
+                err.print(f"the run stopped; its finished shards are kept in {partial_dir(out_dir)}: continue with the "
+                          "same command and --resume", highlight=False)
+            raise
+    d = res.doc_summary
+    out.print(f"{d['images']} image(s): {d['rejected']} rejected, {d['accepted']} accepted; {d['unreadable']} "
+              f"unreadable", highlight=False)
+    ran = res.shards - res.resumed
+    if ran:
+        out.print(f"{ran} shard(s) on {res.actors} actor(s) across {len(res.nodes)} node(s) in {res.seconds:.1f} s "
+                  f"({res.images_per_s:.1f} images/s)" + (f"; {res.resumed} finished before --resume" if res.resumed else "")
+                  + (f"; {res.retried} retried after a worker died" if res.retried else ""), highlight=False)
+    else:
+        out.print(f"all {res.shards} shard(s) had finished; merged", highlight=False)
+    out.print(f"wrote {out_dir}", highlight=False)
+    if d["images"] == 0:
+        err.print(f"no input could be read ({d['unreadable']} unreadable); see {out_dir / 'predictions.json'}",
+                  highlight=False)
+        raise typer.Exit(1)
+
+
+def _run(m: Any, frames: Any, stage: Path, names: list[str], conf: float | None, iou: float, max_det: int,
+         save_images: bool, total: int | None, is_video: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from edgevision.infer import predict_source
+    from edgevision.outputs import save_annotated
 
     def on_frame(frame: Any, rec: Any) -> None:
         bar.advance(task)
         if save_images and rec is not None:
-            target = img_dir / frame.name.replace("#", "_")
-            if is_video:
-                target = target.with_name(target.name + ".jpg")
-            elif target.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-                target = target.with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            ok, buf = cv2.imencode(target.suffix, draw(frame.image, rec, names))
-            if ok:
-                target.write_bytes(buf.tobytes())
+            save_annotated(stage / "images", frame.name, frame.image, rec, names, is_video)
 
     with progress_bars(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("predict", total=total)
         return predict_source(m, frames, conf=conf, iou=iou, max_det=max_det, on_frame=on_frame)
 
 
-def _write_outputs(stage: Path, res: Any, names: list[str], model: Path, fmt: str, m: Any) -> None:
+def header(model: Path, kind: str, names: list[str], thresholds: dict[str, float], threshold_source: str,
+           rules: dict[str, str]) -> dict[str, Any]:
+    """The keys of ``predictions.json`` before its images (the local command's and the cluster run's)."""
     from edgevision.evaluate.predictions import SCHEMA
 
-    images = []
-    for r in res.records:
-        images.append({
-            "name": r.name, "size_hw": list(r.size_hw),
-            "boxes": [[round(v, 3) for v in b] for b in r.boxes.tolist()],
-            "class_ids": r.class_ids.tolist(),
-            "class_names": [names[i] for i in r.class_ids.tolist()],
-            "scores": [round(float(s), 6) for s in (r.scores if r.scores is not None else [])],
-            "decision": res.decisions[r.name],
-        })
-    summary = res.class_summary(names)
-    doc = {
-        "schema": SCHEMA, "classes": names, "model": str(model), "model_kind": m.kind,
-        "thresholds": res.thresholds, "threshold_source": res.threshold_source, "threshold_rules": res.rules,
-        "images": images,
-        "unreadable": [{"name": n, "error": e} for n, e in res.unreadable],
-        "summary": {"images": len(res.records), "unreadable": len(res.unreadable),
-                    "rejected": sum(d == "reject" for d in res.decisions.values()),
-                    "accepted": sum(d == "accept" for d in res.decisions.values()), "classes": summary},
-    }
-    (stage / "predictions.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"schema": SCHEMA, "classes": names, "model": str(model), "model_kind": kind, "thresholds": thresholds,
+            "threshold_source": threshold_source, "threshold_rules": rules}
+
+
+def _write_outputs(stage: Path, res: Any, names: list[str], model: Path, fmt: str, m: Any) -> None:
+    from edgevision.outputs import image_entry, write_predictions_csv, write_predictions_json
+
+    images = [image_entry(r, names, res.decisions[r.name]) for r in res.records]
+    with (stage / "predictions.json").open("w", encoding="utf-8") as f:
+        write_predictions_json(f, header(model, m.kind, names, res.thresholds, res.threshold_source, res.rules),
+                               images, [{"name": n, "error": e} for n, e in res.unreadable])
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["image", "class_id", "class", "score", "x1", "y1", "x2", "y2", "decision"])
-        for im in images:
-            for b, c, s in zip(im["boxes"], im["class_ids"], im["scores"]):
-                w.writerow([im["name"], c, names[c], s, *b, im["decision"]])
-            if not im["boxes"]:
-                w.writerow([im["name"], "", "", "", "", "", "", "", im["decision"]])
-        (stage / "predictions.csv").write_text(buf.getvalue(), encoding="utf-8")
+        with (stage / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
+            write_predictions_csv(f, images)
 
 
 def _print_summary(res: Any, names: list[str], out_dir: Path) -> None:
