@@ -21,8 +21,8 @@ from edgevision.core.errors import ConfigError, EdgeVisionError
 from edgevision.core.io import IMAGE_EXTS
 from edgevision.runtime.metadata import DecisionThresholds
 
-__all__ = ["LIST_EXTS", "VIDEO_EXTS", "Frame", "PredictResult", "iter_source_files", "iter_sources", "open_model",
-           "predict_source", "source_files"]
+__all__ = ["LIST_EXTS", "VIDEO_EXTS", "Frame", "ObjectStore", "PredictResult", "is_uri", "iter_source_files",
+           "iter_sources", "open_model", "predict_source", "source_files"]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 """File suffixes read as videos (through OpenCV's FFmpeg backend), frame by frame."""
@@ -61,6 +61,8 @@ def source_files(source: str) -> tuple[list[tuple[str, Path]], bool]:
     Raises:
         ConfigError: nothing exists at SOURCE, or it matches no image.
     """
+    if is_uri(source):
+        return list(iter_source_files(source)), False
     p = Path(source)
     if p.is_file() and p.suffix.lower() not in LIST_EXTS:
         return [(p.name, p)], p.suffix.lower() in VIDEO_EXTS
@@ -87,14 +89,23 @@ def iter_source_files(source: str) -> Iterator[tuple[str, Path]]:
     * a folder: every image file below it (symlinked folders are not followed), named by its POSIX path relative
       to the folder, in sorted path order (each folder's entries sorted by name: the order of ``sorted(rglob)``);
     * a list file (`LIST_EXTS`): its image paths in the list's order, named as written (``./`` dropped);
-      a listed file that does not exist is kept (the prediction lists it as unreadable).
+      a listed file that does not exist is kept (the prediction lists it as unreadable);
+    * a URI (``s3://bucket/prefix``, ``gs://...``, ``file:///...``: `ObjectStore`): every image object below it,
+      named by its key relative to the URI, in sorted order; the path is that name (read through `ObjectStore`).
 
     Raises:
         ConfigError: the folder holds no image file, or the list names none (raised after the walk / read,
             so a caller that streams sees it at the end).
     """
-    p = Path(source)
     found = False
+    if is_uri(source):
+        for name in ObjectStore(source).names():
+            found = True
+            yield name, Path(name)
+        if not found:
+            raise ConfigError(f"{source}: no image files there ({', '.join(IMAGE_EXTS)})")
+        return
+    p = Path(source)
     if p.is_dir():
         for path in _walk_sorted(p):
             found = True
@@ -119,6 +130,61 @@ def iter_source_files(source: str) -> Iterator[tuple[str, Path]]:
             yield rel.as_posix(), (rel if rel.is_absolute() else p.parent / rel)
     if not found:
         raise ConfigError(f"{source}: the list file names no image")
+
+
+def is_uri(source: str) -> bool:
+    """SOURCE names object storage (``scheme://...``), read through pyarrow's filesystems."""
+    import re
+
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
+
+
+class ObjectStore:
+    """Images under a URI, through `pyarrow.fs` (S3, GCS, Azure, HDFS, local ``file://``, as pyarrow was built):
+    credentials and endpoints come from the URI's query (``?endpoint_override=...&region=...``) and the usual
+    environment of each store. The whole listing is read at once (pyarrow lists a prefix in one call); images are
+    read one by one where they are predicted (on the cluster: on the workers).
+
+    Raises:
+        ConfigError: pyarrow missing, an unknown scheme or a store that cannot be reached or listed (one line).
+    """
+
+    def __init__(self, uri: str) -> None:
+        try:
+            import pyarrow.fs as pafs
+        except ImportError as e:
+            raise ConfigError(f"{uri}: reading object storage needs pyarrow: pip install 'edgevision[scale]'") from e
+        try:
+            self.fs, root = pafs.FileSystem.from_uri(uri)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+            raise ConfigError(f"{uri}: cannot open this storage ({str(e).splitlines()[0]})") from e
+        self.uri, self.root = uri, root.rstrip("/")
+        self._pafs = pafs
+
+    def names(self) -> list[str]:
+        """The image objects' keys relative to the URI, sorted."""
+        try:
+            infos = self.fs.get_file_info(self._pafs.FileSelector(self.root, recursive=True))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.uri}: cannot list it ({str(e).splitlines()[0]})") from e
+        cut = len(self.root) + 1
+        return sorted(i.path[cut:] for i in infos
+                      if i.type == self._pafs.FileType.File and Path(i.path).suffix.lower() in IMAGE_EXTS)
+
+    def read_image(self, name: str) -> tuple[np.ndarray | None, str | None]:
+        """Decode object ``name`` as `read_image_file` decodes a file; ``(None, reason)`` when it cannot."""
+        from edgevision.runtime.images import ImageReadError, decode_image_bytes
+
+        where = f"{self.uri.rstrip('/')}/{name}"
+        try:
+            with self.fs.open_input_stream(f"{self.root}/{name}") as f:
+                data = f.read()
+        except (OSError, ValueError) as e:
+            return None, f"{where}: not readable ({str(e).splitlines()[0]})"
+        try:
+            return decode_image_bytes(data, where), None
+        except ImageReadError as e:
+            return None, str(e)
 
 
 def _walk_sorted(folder: Path) -> Iterator[Path]:
@@ -166,6 +232,12 @@ def iter_sources(source: str, *, vid_stride: int = 1) -> Iterator[Frame]:
     Raises:
         ConfigError: SOURCE matches nothing, or a video cannot be opened.
     """
+    if is_uri(source):
+        store = ObjectStore(source)
+        for name, path in iter_source_files(source):
+            img, error = store.read_image(name)
+            yield Frame(name, path, img, error)
+        return
     p = Path(source)
     if p.is_dir() or p.is_file() and p.suffix.lower() in LIST_EXTS:
         for name, path in iter_source_files(source):

@@ -1,7 +1,8 @@
 """``edgevision predict MODEL SOURCE --out DIR [--conf] [--format csv] [--save-images] [--tile N] ...``.
 
 MODEL is an ONNX file written by ``edgevision export`` (run through the torch-free runtime), or a run
-folder / ``.pt`` (through the training backend; images only). SOURCE is an image, a folder (searched
+folder / ``.pt`` (through the training backend; images only). SOURCE is an image, a list file, an object storage
+URI (``s3://bucket/prefix``, read through pyarrow), a folder (searched
 recursively), a glob pattern (quote it) or a video file. DIR receives:
 
 * ``predictions.json``: schema ``edgevision.predictions/1`` (what ``edgevision eval --predictions`` reads)
@@ -31,7 +32,8 @@ from edgevision.commands._present import check_choice, err, out, progress_bars
 
 def command(
     model: Path = typer.Argument(..., help="ONNX model (edgevision export / adopt, or an Ultralytics export), run folder or .pt."),
-    source: str = typer.Argument(..., help="Image, folder, glob pattern (quoted) or video file."),
+    source: str = typer.Argument(..., help="Image, folder, list file (.txt: one image path per line), glob pattern "
+                                 "(quoted), video file, or object storage URI (s3://bucket/prefix, gs://..., pyarrow)."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder (created; refused when it exists, see --overwrite)."),
     conf: float | None = typer.Option(None, "--conf", min=0.0, max=1.0,
                                       help="One confidence threshold for every class (default: the model's operating "
@@ -73,14 +75,15 @@ def command(
     from edgevision.core.errors import ConfigError, OutputExistsError
     from edgevision.core.io import check_output_clear
     from edgevision.core.signals import raise_if_interrupted
-    from edgevision.infer import iter_sources, open_model, source_files, video_frame_count
+    from edgevision.infer import is_uri, iter_sources, open_model, source_files, video_frame_count
 
     check_choice("--format", fmt, ("json", "csv"))
     files, is_video = source_files(source)  # fails fast, before the model loads
     # --overwrite replaces DIR: it must not hold the images; a folder SOURCE must not receive the output
     folder = Path(source).is_dir()
-    check_output_clear(out_dir, {p.parent for _, p in files} | ({Path(source)} if folder else set()), what="--out",
-                       inside=folder)
+    if not is_uri(source):  # objects in storage are not files beside the output
+        check_output_clear(out_dir, {p.parent for _, p in files} | ({Path(source)} if folder else set()),
+                           what="--out", inside=folder)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir}: output folder already exists; choose another --out or pass --overwrite")
     if out_dir.exists() and not out_dir.is_dir():

@@ -141,8 +141,11 @@ class _Worker:
     """One model session on a node (wrapped with ``ray.remote`` at run time)."""
 
     def __init__(self, model: str, mode: str, spec: dict[str, Any], threads: int, providers: list[str],
-                 device: str) -> None:
+                 device: str, uri: str | None = None) -> None:
+        from edgevision.infer import ObjectStore
+
         self.mode = mode
+        self.store = ObjectStore(uri) if uri else None  # object storage: each worker reads its shard's objects
         self.spec = PredictSpec(**spec)
         if mode == "predict":
             from edgevision.infer import open_model
@@ -171,7 +174,7 @@ class _Worker:
 
         def frames() -> Iterator[Frame]:
             for name, path in _read_list(Path(lists) / _shard_file(index)):
-                img, error = read_image_file(Path(path))
+                img, error = self.store.read_image(name) if self.store else read_image_file(Path(path))
                 yield Frame(name, Path(path), img, error)
 
         def on_frame(frame: Frame, rec: ImageRecord | None) -> None:
@@ -359,13 +362,13 @@ def _last_line(text: str) -> str:
     return f"{head.rsplit('.', 1)[-1]}: {rest}" if sep and " " not in head else line
 
 
-def _make_actor_factory(ray: Any, opts: RayOptions, model: Path, mode: str, spec: PredictSpec) -> Callable[[], Any]:
+def _make_actor_factory(ray: Any, opts: RayOptions, model: Path, mode: str, spec: PredictSpec,
+                        uri: str | None = None) -> Callable[[], Any]:
     remote = ray.remote(max_restarts=0, max_task_retries=0)(_Worker)
     res: dict[str, Any] = {"num_cpus": opts.threads}
     if opts.gpu:
         res["num_gpus"] = 1
-    args = (str(model.resolve()), mode, asdict(spec), opts.threads, opts.actor_providers(),
-            opts.device)
+    args = (str(model.resolve()), mode, asdict(spec), opts.threads, opts.actor_providers(), opts.device, uri)
     return lambda: remote.options(scheduling_strategy="SPREAD", **res).remote(*args)
 
 
@@ -445,7 +448,8 @@ def predict_on_ray(model: Path | str, source: str, out: Path | str, *, spec: Pre
 
     Args:
         source: a folder (streamed), a list file (one image path per line, streamed) or a glob pattern of images,
-            on storage every node sees.
+            on storage every node sees; or an object storage URI (``s3://bucket/prefix``: listed by the driver,
+            each object read by the worker that predicts it, see `edgevision.infer.ObjectStore`).
         fmt: ``json``, or ``csv`` for ``predictions.csv`` too.
         resume: continue the run left in `partial_dir` (same model, source and options), skipping its finished
             shards.
@@ -459,7 +463,7 @@ def predict_on_ray(model: Path | str, source: str, out: Path | str, *, spec: Pre
     from edgevision.commands.predict import header
     from edgevision.core.errors import OutputExistsError
     from edgevision.core.io import sha256_file, write_atomic
-    from edgevision.infer import VIDEO_EXTS, open_model, resolve_thresholds
+    from edgevision.infer import VIDEO_EXTS, is_uri, open_model, resolve_thresholds
     from edgevision.models import resolve_model
     from edgevision.scale.cluster import connected
 
@@ -538,7 +542,8 @@ def predict_on_ray(model: Path | str, source: str, out: Path | str, *, spec: Pre
             ray = _ray()
             summary.actors = min(opts.pool_size(info), len(todo))
             t0 = summary.started = time.perf_counter()
-            summary.retried = _run_pool(ray, _make_actor_factory(ray, opts, ref.path, "predict", spec), summary.actors,
+            uri = str(source) if is_uri(str(source)) else None
+            summary.retried = _run_pool(ray, _make_actor_factory(ray, opts, ref.path, "predict", spec, uri), summary.actors,
                                         todo, submit, on_done, describe=lambda i: f"shard {i} ({shards / 'lists' / _shard_file(i)})",
                                         max_attempts=opts.max_attempts)
             summary.seconds = time.perf_counter() - t0
@@ -572,10 +577,11 @@ def _list_shards(source: str, lists: Path, shard_size: int, out: Path) -> tuple[
     Raises:
         ConfigError: SOURCE matches nothing, or lists a file inside DIR (--overwrite would delete it).
     """
-    from edgevision.infer import LIST_EXTS, iter_source_files, source_files
+    from edgevision.infer import LIST_EXTS, is_uri, iter_source_files, source_files
 
     p = Path(source)
-    if p.is_dir() or p.is_file() and p.suffix.lower() in LIST_EXTS:
+    uri = is_uri(source)
+    if uri or p.is_dir() or p.is_file() and p.suffix.lower() in LIST_EXTS:
         pairs: Iterable[tuple[str, Path]] = iter_source_files(source)
     elif p.is_file():
         pairs = [(p.name, p)]
@@ -589,8 +595,8 @@ def _list_shards(source: str, lists: Path, shard_size: int, out: Path) -> tuple[
     f = None
     try:
         for name, path in pairs:
-            full = os.path.abspath(path)
-            if full.startswith(inside):
+            full = name if uri else os.path.abspath(path)  # an object is read by its name (`ObjectStore`)
+            if not uri and full.startswith(inside):
                 raise ConfigError(f"{source}: lists {path}, inside --out {out}; write the output elsewhere")
             if total % shard_size == 0:
                 if f is not None:

@@ -145,3 +145,31 @@ def test_ray_options_are_refused_without_ray_and_bad_runs_before_the_cluster(tmp
     assert res.returncode == 2 and "--out" in res.stderr and not (tmp_path / "imgs" / "o").exists()
     res = run_cli("eval", "--predictions", tmp_path / "p.json", "--data", tmp_path, "--actors", "2")
     assert res.returncode == 2 and "--actors is an option of a Ray run" in res.stderr
+
+
+def test_object_storage_uris_read_through_pyarrow_give_the_folders_results(tmp_path: Path) -> None:
+    """A ``file://`` URI goes through pyarrow's filesystem (listing, then one read per object): the same
+    predictions.json as the folder; an unknown scheme is one line."""
+    pytest.importorskip("pyarrow")
+    model = bbox_model(tmp_path / "m.onnx", make_meta(["defect"], size_hw=(64, 64)), score=0.9)
+    d = tmp_path / "store" / "line 2"
+    (d / "cam").mkdir(parents=True)
+    for i in range(5):
+        img = np.full((40, 50 + i, 3), 10, np.uint8)
+        img[5:20, 3 + i:30] = 240
+        cv2.imwrite(str(d / ("cam" if i % 2 else ".") / f"p{i}.png"), img)
+    (d / "cam" / "bad.png").write_bytes(b"no image")
+    (d / "notes.md").write_text("not an image")
+    res = run_cli("predict", model, d, "--out", tmp_path / "folder", "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("predict", model, d.as_uri(), "--out", tmp_path / "uri", "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "uri" / "predictions.csv").read_bytes() == (tmp_path / "folder" / "predictions.csv").read_bytes()
+    doc, ref = (json.loads((tmp_path / o / "predictions.json").read_text()) for o in ("uri", "folder"))
+    (bad,), (ref_bad,) = doc.pop("unreadable"), ref.pop("unreadable")  # the reason names where the bytes were
+    assert doc == ref and doc["summary"]["images"] == 5 and bad["name"] == ref_bad["name"] == "cam/bad.png"
+    assert bad["error"].startswith(d.as_uri() + "/cam/bad.png: not a PNG")
+    assert bad["error"].split(": ", 1)[1] == ref_bad["error"].split(": ", 1)[1]
+    res = run_cli("predict", model, "nosuch://bucket/x", "--out", tmp_path / "o")
+    assert res.returncode == 2 and res.stderr.startswith("error: nosuch://bucket/x: cannot open this storage")
+    assert len(res.stderr.strip().splitlines()) == 1
