@@ -19,8 +19,6 @@ could be read; 2 for bad arguments or an unusable model (one line on stderr).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +71,7 @@ def command(
 
         raise ConfigError("--actors, --shard-size and --resume are options of a Ray run: add --ray")
     from edgevision.core.errors import ConfigError, OutputExistsError
-    from edgevision.core.io import check_output_clear
-    from edgevision.core.signals import raise_if_interrupted
+    from edgevision.core.io import atomic_dir, check_output_clear
     from edgevision.infer import is_uri, iter_sources, open_model, source_files, video_frame_count
 
     check_choice("--format", fmt, ("json", "csv"))
@@ -104,20 +101,10 @@ def command(
         total = len(files)
     out.print(f"model: {m.describe}", highlight=False)
 
-    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as stage:  # DIR whole or not at all, signals included
         res = _run(m, iter_sources(source, vid_stride=vid_stride), stage, names, conf, iou, max_det, save_images,
                    total, is_video)
         _write_outputs(stage, res, names, model, fmt, m)
-        raise_if_interrupted()  # a signal whose exception was lost on its way: no output after it
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     _print_summary(res, names, out_dir)
     if not res.records:
         err.print(f"no input could be read ({len(res.unreadable)} unreadable); see {out_dir / 'predictions.json'}",

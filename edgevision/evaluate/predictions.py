@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,18 +58,10 @@ def write_predictions(path: Path | str, preds: Sequence[ImageRecord], labels: La
             raise DatasetError("prediction record has boxes but no scores", where=p.name)
         images.append({"name": p.name, "boxes": p.boxes.tolist(), "class_ids": p.class_ids.tolist(),
                        "scores": [] if p.scores is None else p.scores.tolist()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"schema": SCHEMA, "classes": list(labels.names), "images": images}, f, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from edgevision.core.io import write_atomic
+
+    return write_atomic(path, json.dumps({"schema": SCHEMA, "classes": list(labels.names), "images": images},
+                                         ensure_ascii=False) + "\n")
 
 
 def read_predictions(path: Path | str, gt: Sequence[ImageRecord], labels: LabelMap) -> list[ImageRecord]:

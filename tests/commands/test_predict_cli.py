@@ -96,7 +96,7 @@ def test_folder_boxes_decisions_unreadable_csv_and_images(model: Path, images: P
     assert drawn == ["a.png", "clean.png", "sub/deep.png", "sub/mono.png"]
     a = cv2.imread(str(out / "images" / "a.png"))
     assert a.shape == (128, 128, 3) and not np.array_equal(a, square(128, 128, (32, 32, 64, 64)))
-    assert not list(tmp_path.glob(".pred.partial-*"))
+    assert not list(tmp_path.glob(".pred.*"))  # no staging folder left
 
 
 def test_single_image_glob_and_predictions_feed_eval(model: Path, images: Path, tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_bad_arguments_give_one_line_and_write_nothing(case: str, model: Path, i
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and want in lines[0], res.stderr
     assert "Traceback" not in res.stderr
-    assert out.exists() == (case == "exists") and not list(tmp_path.glob(".out.partial-*"))
+    assert out.exists() == (case == "exists") and not list(tmp_path.glob(".out.*"))
     if case == "exists":
         assert list(out.iterdir()) == []
 
