@@ -110,12 +110,16 @@ def csv_rows(entries: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
             yield [im["name"], "", "", "", "", "", "", "", im["decision"]]
 
 
-def write_predictions_csv(f: IO[str], entries: Iterable[dict[str, Any]]) -> None:
-    """Write ``predictions.csv`` (`CSV_HEADER`, `csv_rows`) to the text stream ``f``."""
+def csv_writer(f: IO[str]) -> Any:
+    """A ``csv.writer`` on the text stream ``f`` with `CSV_HEADER` written: `csv_rows` go through it."""
     w = csv.writer(f, lineterminator="\n")
     w.writerow(CSV_HEADER)
-    for row in csv_rows(entries):
-        w.writerow(row)
+    return w
+
+
+def write_predictions_csv(f: IO[str], entries: Iterable[dict[str, Any]]) -> None:
+    """Write ``predictions.csv`` (`CSV_HEADER`, `csv_rows`) to the text stream ``f``."""
+    csv_writer(f).writerows(csv_rows(entries))
 
 
 def annotated_path(img_dir: Path, name: str, is_video: bool) -> Path:

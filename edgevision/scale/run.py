@@ -19,6 +19,7 @@ ends the run with that error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -144,7 +145,6 @@ class _Worker:
                  device: str, uri: str | None = None) -> None:
         from edgevision.infer import ObjectStore
 
-        self.mode = mode
         self.store = ObjectStore(uri) if uri else None  # object storage: each worker reads its shard's objects
         self.spec = PredictSpec(**spec)
         if mode == "predict":
@@ -613,8 +613,9 @@ def _list_shards(source: str, lists: Path, shard_size: int, out: Path) -> tuple[
 
 
 def _merge(stage: Path, n_shards: int, head: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """Write predictions.json (and .csv) from the parts, streamed; return the summary."""
-    from edgevision.outputs import write_predictions_csv, write_predictions_json
+    """Write predictions.json (and .csv, from the same pass over the images) from the parts, streamed; return the
+    summary."""
+    from edgevision.outputs import csv_rows, csv_writer, write_predictions_json
 
     parts = stage / "shards" / "parts"
 
@@ -624,10 +625,16 @@ def _merge(stage: Path, n_shards: int, head: dict[str, Any], fmt: str) -> dict[s
                 for line in f:
                     yield json.loads(line)
 
-    with (stage / "predictions.json").open("w", encoding="utf-8") as f:
-        doc = write_predictions_json(f, head, (d for d in lines() if "error" not in d),
-                                     (d for d in lines() if "error" in d))
-    if fmt == "csv":
-        with (stage / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
-            write_predictions_csv(f, (d for d in lines() if "error" not in d))
-    return doc
+    with contextlib.ExitStack() as files:
+        rows = csv_writer(files.enter_context((stage / "predictions.csv").open("w", encoding="utf-8", newline=""))) \
+            if fmt == "csv" else None
+
+        def images() -> Iterator[dict[str, Any]]:
+            for d in lines():
+                if "error" not in d:
+                    if rows is not None:
+                        rows.writerows(csv_rows([d]))
+                    yield d
+
+        f = files.enter_context((stage / "predictions.json").open("w", encoding="utf-8"))
+        return write_predictions_json(f, head, images(), (d for d in lines() if "error" in d))
